@@ -1,0 +1,317 @@
+"""The ``simsearch`` command: parse, call the library, print. Errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import SimsearchError
+
+_EPILOG = """environment:
+  SIMSEARCH_DATABASE_URL  PostgreSQL URL of an external server (unset: the embedded one)
+  SIMSEARCH_HOME          where the embedded server and other state live
+  SIMSEARCH_MODEL         ONNX model used when a command names none"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except SimsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        # Driver errors the library did not anticipate still get one line, never a traceback.
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            from .database import redact
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"error: database: {redact(first)}", file=sys.stderr)
+            return 1
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simsearch",
+        description="Similar-image search on PostgreSQL + pgvector.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"simsearch {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest", help="load NNNN.object_ids.npy + NNNN.features.npy shards into the database",
+        description="Load every shard pair in FEATURE_DIR into a feature set, one transaction "
+        "per shard. Re-running skips shards already loaded.",
+    )
+    ingest.add_argument("feature_dir", type=Path, metavar="FEATURE_DIR")
+    ingest.add_argument("--feature-set", metavar="NAME", help="default: FEATURE_DIR's name")
+    _model_options(ingest, "the ONNX model the features came from (recorded for `query`)")
+    ingest.add_argument(
+        "--replace", action="store_true", help="reload shards whose files changed since loading"
+    )
+    ingest.add_argument(
+        "--no-index", action="store_true", help="do not build the ANN index after loading"
+    )
+    ingest.set_defaults(run=_ingest)
+
+    query = commands.add_parser(
+        "query", help="print the stored images most similar to a photo",
+        description="Embed IMAGE with the feature set's model and print OBJECT_ID DISTANCE "
+        "lines, nearest first.",
+    )
+    query.add_argument("image", type=Path, metavar="IMAGE")
+    query.add_argument("-n", type=_positive, default=10, help="how many results (default 10)")
+    query.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
+    _model_options(query, "override the feature set's model")
+    query.add_argument(
+        "--exact", action="store_true", help="exact scan in the database, no ANN index"
+    )
+    query.add_argument(
+        "--ef", type=_positive, default=None, metavar="N",
+        help="HNSW candidates searched (ef_search; default 100): higher is slower and surer",
+    )
+    query.add_argument("--json", action="store_true", help="print a JSON array")
+    query.set_defaults(run=_query)
+
+    scan = commands.add_parser(
+        "scan", help="exact NumPy scan over shards on disk, no database (the reference)",
+        description="The origin's algorithm: Euclidean distance to every stored vector, "
+        "one shard in memory at a time.",
+    )
+    scan.add_argument("feature_dir", type=Path, metavar="FEATURE_DIR")
+    scan.add_argument("image", type=Path, metavar="IMAGE")
+    scan.add_argument("-n", type=_positive, default=10, help="how many results (default 10)")
+    _model_options(scan, "the ONNX model the features came from")
+    scan.add_argument("--json", action="store_true", help="print a JSON array")
+    scan.set_defaults(run=_scan)
+
+    index_build = commands.add_parser(
+        "index-build", help="(re)build a feature set's HNSW index",
+        description="Build the HNSW index on half-precision vectors that default queries use.",
+    )
+    index_build.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
+    index_build.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
+    index_build.add_argument(
+        "--ef-construction", type=_positive, default=64, metavar="N",
+        help="HNSW build candidates (64)",
+    )
+    index_build.add_argument("--drop", action="store_true", help="drop the index instead")
+    index_build.set_defaults(run=_index_build)
+
+    db = commands.add_parser("db", help="the database: status, url, upgrade, stop")
+    db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
+    db_status = db_commands.add_parser(
+        "status", help="where the database is, schema revision, feature sets, indexes"
+    )
+    db_status.set_defaults(run=_db_status)
+    db_url = db_commands.add_parser("url", help="print a connection URL for psql")
+    db_url.set_defaults(run=_db_url)
+    db_upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
+    db_upgrade.set_defaults(run=_db_upgrade)
+    db_stop = db_commands.add_parser("stop", help="stop the embedded PostgreSQL server")
+    db_stop.set_defaults(run=_db_stop)
+    db.set_defaults(run=lambda args: db.print_help() or 2)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", metavar="MODEL.onnx", help=model_help)
+    group.add_argument("--input-name", metavar="NAME", help="the model's image input")
+    group.add_argument("--output-name", metavar="NAME", help="the model's feature output")
+    group.add_argument("--layout", choices=["NHWC", "NCHW"], type=str.upper)
+    group.add_argument("--input-size", metavar="WxH", type=_size, help="e.g. 224x224")
+    group.add_argument("--mean", metavar="R,G,B", type=_triple, help="subtracted after scaling")
+    group.add_argument("--std", metavar="R,G,B", type=_triple, help="divided by after the mean")
+
+
+def _overrides(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .model import Overrides
+
+    size = args.input_size or (None, None)
+    return Overrides(
+        input_name=args.input_name,
+        output_name=args.output_name,
+        layout=args.layout,
+        width=size[0],
+        height=size[1],
+        mean=args.mean,
+        std=args.std,
+    )
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .ingest import ingest
+    from .progress import Progress
+
+    report = ingest(
+        args.feature_dir,
+        feature_set=args.feature_set,
+        model=args.model,
+        replace=args.replace,
+        overrides=_overrides(args),
+        progress=Progress(),
+        build_index=not args.no_index,
+    )
+    print(report.summary())
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from .search import DEFAULT_EF_SEARCH, query
+
+    (matches,) = query(
+        [args.image],
+        n=args.n,
+        feature_set=args.feature_set,
+        model=args.model,
+        exact=args.exact,
+        ef_search=args.ef or DEFAULT_EF_SEARCH,
+        overrides=_overrides(args),
+    )
+    _print_matches(matches, args.json)
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from .search import scan
+
+    _print_matches(scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json)
+    return 0
+
+
+def _print_matches(matches, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps([{"object_id": m.object_id, "distance": m.distance} for m in matches]))
+        return
+    for match in matches:
+        print(f"{match.object_id} {match.distance}")
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from . import database, store
+    from .search import choose_feature_set
+
+    with database.connect() as conn:
+        fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
+        conn.commit()
+        if args.drop:
+            store.drop_index(conn, fs)
+            print(f"{fs.name}: dropped the HNSW index; queries scan exactly")
+            return 0
+        from .progress import Progress
+
+        progress = Progress()
+        progress.note(f"building the HNSW index (m={args.m}, ef_construction={args.ef_construction}) ...")
+        store.build_index(conn, fs, args.m, args.ef_construction)
+        print(f"{fs.name}: built the HNSW index in {progress.elapsed:.1f} s")
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    from . import database, store
+
+    print(f"database: {database.describe()}")
+    with database.connect() as conn:
+        version, vector = store.server_version(conn)
+        print(f"server: PostgreSQL {version}, pgvector {vector}")
+        print(f"schema revision: {database.schema_revision(conn)}")
+        statuses = store.status(conn)
+    if not statuses:
+        print("feature sets: none")
+    for st in statuses:
+        fs = st.feature_set
+        if fs.indexed and fs.index_params:
+            p = fs.index_params
+            index = f"hnsw m={p.get('m')} ef_construction={p.get('ef_construction')}"
+            index += f" ({(st.index_bytes or 0) / 2**20:.1f} MiB)"
+        else:
+            index = "none (exact scan)"
+        print(
+            f"feature set {fs.name}: {st.rows:,} rows, dimension {fs.dimension}, "
+            f"{st.shards} shards, model {fs.model or '(none recorded)'}, index {index}"
+        )
+    return 0
+
+
+def _db_url(args: argparse.Namespace) -> int:
+    from . import config, embedded
+
+    url = config.database_url() or embedded.url(config.home())
+    print(url)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from . import database
+
+    with database.connect(migrate=False) as conn:
+        before = database.schema_revision(conn)
+        database.ensure_schema(conn)
+        after = database.schema_revision(conn)
+    print(f"schema revision: {after}" + ("" if before == after else f" (was {before})"))
+    return 0
+
+
+def _db_stop(args: argparse.Namespace) -> int:
+    from . import config, embedded
+
+    if config.database_url():
+        print("SIMSEARCH_DATABASE_URL is set: simsearch does not manage that server")
+        return 1
+    stopped = embedded.stop(config.home())
+    print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        width = height = 0
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 224x224, found {text!r}")
+    return width, height
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, found {text!r}")
+    return values  # type: ignore[return-value]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

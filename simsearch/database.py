@@ -1,0 +1,131 @@
+"""Connecting to PostgreSQL: which server, the pgvector adapter, and a current schema.
+
+The schema belongs to Alembic (``migrations/``). Checking it is one cheap query; Alembic and
+SQLAlchemy are imported only when an upgrade is due, because they cost more than a search.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import config, embedded
+from .errors import DatabaseError
+
+# The newest migration this code knows; tests hold it equal to Alembic's head.
+SCHEMA_REVISION = "0001"
+KNOWN_REVISIONS = ("0001",)
+_MIGRATION_LOCK = 7_411_001  # pg_advisory_lock key: one schema upgrade at a time
+
+
+def conninfo() -> str:
+    """The configured server: SIMSEARCH_DATABASE_URL, or the embedded one."""
+    url = config.database_url()
+    if url is None:
+        return embedded.conninfo(config.home())
+    # SQLAlchemy-style URLs name a driver; libpq does not accept that.
+    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
+
+
+def describe() -> str:
+    """Where the database is, for messages: the URL without its password."""
+    url = config.database_url()
+    if url is None:
+        return f"embedded PostgreSQL in {embedded.pgdata(config.home())}"
+    return redact(url)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ***."""
+    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+
+
+@contextmanager
+def connect(migrate: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """A connection with pgvector registered and the schema current."""
+    target = conninfo()
+    try:
+        conn = psycopg.connect(target, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to {describe()}: {_reason(exc)}") from None
+    with conn:
+        if migrate:
+            ensure_schema(conn)
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        yield conn
+
+
+def schema_revision(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(
+        "SELECT to_regclass('alembic_version') IS NOT NULL"
+    ).fetchone()
+    if row is None or not row[0]:
+        conn.rollback()
+        return None
+    found = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    conn.rollback()
+    return None if found is None else str(found[0])
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    """Apply pending migrations; refuse a schema newer than this code."""
+    revision = schema_revision(conn)
+    if revision == SCHEMA_REVISION:
+        return
+    check_known(revision)
+    upgrade(conn)
+
+
+def check_known(revision: str | None) -> None:
+    if revision is not None and revision not in KNOWN_REVISIONS:
+        raise DatabaseError(
+            f"{describe()} has schema revision {revision}, newer than this simsearch knows "
+            f"(up to {SCHEMA_REVISION}); upgrade simsearch"
+        )
+
+
+def upgrade(conn: psycopg.Connection[Any]) -> None:
+    """Run Alembic to head, one process at a time."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+    conn.commit()
+    try:
+        check_known(schema_revision(conn))  # another process may have upgraded meanwhile
+        target = conninfo()
+        engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(target))
+        try:
+            with engine.begin() as connection:
+                cfg = Config()
+                cfg.set_main_option("script_location", str(migrations_dir()))
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        except Exception as exc:
+            raise DatabaseError(f"cannot upgrade the schema of {describe()}: {_reason(exc)}") from None
+        finally:
+            engine.dispose()
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+        conn.commit()
+
+
+def migrations_dir() -> Path:
+    """Alembic's script directory, from the source tree or the installed package."""
+    return Path(str(resources.files("simsearch.migrations")))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, with any password in it masked."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return redact(text[0]) if text else type(exc).__name__

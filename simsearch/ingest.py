@@ -1,0 +1,177 @@
+"""``simsearch ingest``: feature shards from a directory into a feature set, shard by shard.
+
+Every shard is checked before anything is written, so a bad file costs one line and leaves the
+database as it was. Each shard then loads in its own transaction together with its ledger row:
+a crash leaves whole shards only, and a re-run skips what the ledger holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import database, store
+from .errors import FeatureSetError, ShardError
+from .model import Model, Overrides, load_model
+from .progress import Progress, rate
+from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
+
+# Below this many rows an exact scan is fast enough (about 30 ms) and always right, so no
+# ANN index is built automatically; `simsearch index-build` builds one at any size.
+AUTO_INDEX_ROWS = 20_000
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 64
+
+
+@dataclass
+class IngestReport:
+    feature_set: str
+    loaded: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+    index_built: bool = False
+    total_rows: int = 0
+
+    def summary(self) -> str:
+        written = len(self.loaded) + len(self.replaced)
+        parts = [
+            f"{self.feature_set}: loaded {written} shard{'s' if written != 1 else ''} "
+            f"({self.rows:,} rows) in {self.seconds:.1f} s ({rate(self.rows, self.seconds)} rows/s)"
+        ]
+        if self.replaced:
+            parts.append(f"replaced {len(self.replaced)}")
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} already loaded")
+        if self.problems:
+            parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} reported")
+        if self.index_built:
+            parts.append("built the HNSW index")
+        parts.append(f"{self.total_rows:,} rows in all")
+        return "; ".join(parts)
+
+
+def ingest(
+    feature_dir: Path,
+    feature_set: str | None = None,
+    model: str | None = None,
+    replace: bool = False,
+    overrides: Overrides | None = None,
+    progress: Progress | None = None,
+    build_index: bool = True,
+) -> IngestReport:
+    """Load every shard of ``feature_dir`` into ``feature_set`` (default: the directory's name)."""
+    progress = progress or Progress(enabled=False)
+    listing = list_shards(feature_dir)
+    name = feature_set or feature_dir.resolve().name
+    report = IngestReport(feature_set=name, problems=listing.problems())
+    for line in report.problems:
+        progress.note(f"warning: {line}")
+    if not listing.shards:
+        raise ShardError(f"{feature_dir}: no complete shard (each needs ids and features files)")
+    chosen_model = load_model(model, overrides) if model else None
+
+    with database.connect() as conn:
+        fs = store.feature_set(conn, name)
+        dimension = fs.dimension if fs else None
+        ledger = store.loaded_shards(conn, fs) if fs else {}
+        pending = _check_all(listing.shards, ledger, dimension, replace, progress, report)
+        if dimension is None:
+            dimension = _dimension_of(pending[0] if pending else listing.shards[0])
+        if chosen_model is not None:
+            _check_model_dimension(chosen_model, dimension, name)
+        if fs is None:
+            fs = store.create_feature_set(
+                conn, name, dimension, *_model_record(chosen_model)
+            )
+        elif chosen_model is not None and chosen_model.ref != fs.model:
+            store.set_model(conn, fs, *_model_record(chosen_model))  # type: ignore[arg-type]
+
+        for number, files in enumerate(pending, 1):
+            shard = read_shard(files, fs.dimension)
+            progress.update(
+                f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
+                f"{rate(report.rows, progress.elapsed)} rows/s",
+                force=True,
+            )
+            outcome = store.load_shard(conn, fs, shard, replace)
+            _record(report, shard, outcome)
+        progress.clear()
+        report.seconds = progress.elapsed
+
+        written = bool(report.loaded or report.replaced)
+        if written:
+            store.analyze(conn)
+        report.total_rows = store.row_count(conn, fs)
+        fs = store.feature_set(conn, name) or fs
+        if build_index and written and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS:
+            if fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION:
+                progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
+                store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
+                report.index_built = True
+    return report
+
+
+def _check_all(
+    shards: list[ShardFiles],
+    ledger: dict[str, str],
+    dimension: int | None,
+    replace: bool,
+    progress: Progress,
+    report: IngestReport,
+) -> list[ShardFiles]:
+    """Validate every shard that is to be written, before writing any."""
+    pending: list[ShardFiles] = []
+    seen: dict[str, str] = {}  # object id -> shard, across the shards of this load
+    for number, files in enumerate(shards, 1):
+        progress.update(f"checking shard {number}/{len(shards)} ({files.name})")
+        sha256 = shard_sha256(files)
+        if ledger.get(files.name) == sha256:
+            report.skipped.append(files.name)
+            continue
+        if files.name in ledger and not replace:
+            raise ShardError(
+                f"shard {files.name}: its files changed since they were loaded into "
+                f"{report.feature_set!r}; use --replace to load the new contents"
+            )
+        shard = read_shard(files, dimension)
+        dimension = shard.dimension
+        for object_id in shard.object_ids:
+            other = seen.setdefault(object_id, files.name)
+            if other != files.name:
+                raise ShardError(
+                    f"{files.ids_path}: object id {object_id!r} also appears in shard {other}; "
+                    "expected ids unique across shards"
+                )
+        pending.append(files)
+    if report.skipped:
+        progress.note(f"skipped {len(report.skipped)} shard(s) already loaded with the same contents")
+    return pending
+
+
+def _dimension_of(files: ShardFiles) -> int:
+    return read_shard(files).dimension
+
+
+def _check_model_dimension(model: Model, dimension: int, name: str) -> None:
+    declared = model.interface.dimension
+    if declared is not None and declared != dimension:
+        raise FeatureSetError(
+            f"{model.path}: gives {declared}-d vectors; feature set {name!r} holds {dimension}-d"
+        )
+
+
+def _model_record(model: Model | None) -> tuple[str | None, str | None, dict[str, object]]:
+    if model is None:
+        return None, None, {}
+    return model.ref, model.sha256, model.preprocess.to_dict()
+
+
+def _record(report: IngestReport, shard: Shard, outcome: str) -> None:
+    if outcome == "skipped":  # another ingest loaded it meanwhile
+        report.skipped.append(shard.name)
+        return
+    (report.replaced if outcome == "replaced" else report.loaded).append(shard.name)
+    report.rows += shard.rows

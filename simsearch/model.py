@@ -1,0 +1,240 @@
+"""ONNX image models: reading what a model declares, and running it. One session per process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+from .preprocess import Preprocess, load_batch
+
+BUILTIN_PREFIX = "builtin:"
+DEFAULT_MODEL = "efficientnet-lite0"
+_MODELS_DIR = Path(__file__).parent / "models"
+_BUILTIN_SPECS = {DEFAULT_MODEL: "efficientnet_lite0.json"}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the user says about a model, over what the model declares."""
+
+    input_name: str | None = None
+    output_name: str | None = None
+    layout: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def apply(self, spec: Preprocess) -> Preprocess:
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("layout", self.layout),
+                ("width", self.width),
+                ("height", self.height),
+                ("mean", self.mean),
+                ("std", self.std),
+            )
+            if value is not None
+        }
+        return replace(spec, **changes) if changes else spec
+
+
+@dataclass(frozen=True)
+class Interface:
+    """The names and preprocessing a model is run with."""
+
+    input_name: str
+    output_name: str
+    preprocess: Preprocess
+    dimension: int | None  # None when the model leaves it symbolic
+
+
+class Model:
+    """An ONNX image model, loaded once, that turns image batches into feature vectors."""
+
+    def __init__(self, ref: str, path: Path, session: Any, interface: Interface) -> None:
+        self.ref = ref  # what a feature set records: "builtin:NAME" or an absolute path
+        self.path = path
+        self.interface = interface
+        self._session = session
+
+    @cached_property
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.interface.preprocess
+
+    def with_preprocess(self, preprocess: Preprocess) -> Model:
+        """The same session run with other preprocessing (a feature set's stored one)."""
+        return Model(self.ref, self.path, self._session, replace(self.interface, preprocess=preprocess))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Feature vectors, float32 [N, D], for a preprocessed batch."""
+        try:
+            (output,) = self._session.run([self.interface.output_name], {self.interface.input_name: batch})
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise ModelError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+        features = np.asarray(output, dtype=np.float32)
+        return features.reshape(features.shape[0], -1)
+
+    def embed_files(self, paths: Sequence[Path]) -> np.ndarray:
+        """Feature vectors for image files, preprocessed as this model's interface says."""
+        return self.run(load_batch(paths, self.preprocess))
+
+
+_sessions: dict[Path, Any] = {}
+
+
+def load_model(ref: str | None = None, overrides: Overrides | None = None) -> Model:
+    """The model at ``ref`` (a path, ``builtin:NAME``, or None for the default)."""
+    overrides = overrides or Overrides()
+    ref = ref or f"{BUILTIN_PREFIX}{DEFAULT_MODEL}"
+    if ref.startswith(BUILTIN_PREFIX):
+        path, declared = _builtin(ref[len(BUILTIN_PREFIX) :])
+    else:
+        path = Path(ref).expanduser().resolve()
+        ref, declared = str(path), None
+    session = _session(path)
+    interface = declared or inspect(session, path, overrides)
+    if declared is not None:
+        interface = replace(interface, preprocess=overrides.apply(interface.preprocess))
+    return Model(ref, path, session, interface)
+
+
+def inspect(session: Any, path: Path, overrides: Overrides) -> Interface:
+    """Read the image input, output, layout and size that the model declares."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if overrides.input_name is not None:
+        if overrides.input_name not in inputs:
+            raise ModelError(
+                f"{path}: no input named {overrides.input_name!r}; it has {_names(inputs)}"
+            )
+        image_input = inputs[overrides.input_name]
+    else:
+        candidates = [i for i in inputs.values() if len(i.shape or ()) == 4]
+        if not candidates:
+            raise ModelError(
+                f"{path}: expected a 4-D image input [N,H,W,3] or [N,3,H,W], found "
+                + ", ".join(f"{i.name} {list(i.shape or [])}" for i in inputs.values())
+            )
+        if len(candidates) > 1:
+            raise ModelError(
+                f"{path}: several 4-D inputs ({_names({i.name: i for i in candidates})}); "
+                "name one with --input-name"
+            )
+        image_input = candidates[0]
+    preprocess = overrides.apply(_declared_layout(path, list(image_input.shape), overrides))
+    outputs = {o.name: o for o in session.get_outputs()}
+    if overrides.output_name is not None:
+        if overrides.output_name not in outputs:
+            raise ModelError(
+                f"{path}: no output named {overrides.output_name!r}; it has {_names(outputs)}"
+            )
+        output = outputs[overrides.output_name]
+    else:
+        output = outputs.get("feature_vector") or next(iter(outputs.values()))
+    dimension = _declared_dimension(list(output.shape or []))
+    return Interface(image_input.name, output.name, preprocess, dimension)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def builtin_spec(name: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The JSON spec shipped beside a built-in model."""
+    if name not in _BUILTIN_SPECS:
+        raise ModelError(f"unknown built-in model {name!r}; built-in: {', '.join(_BUILTIN_SPECS)}")
+    spec_path = _MODELS_DIR / _BUILTIN_SPECS[name]
+    try:
+        data: dict[str, Any] = json.loads(spec_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"the built-in model {name!r} is not installed ({spec_path})") from None
+    return data
+
+
+def _builtin(name: str) -> tuple[Path, Interface]:
+    spec = builtin_spec(name)
+    path = _MODELS_DIR / spec["onnx_file"]
+    interface = Interface(
+        input_name=spec["input_name"],
+        output_name=spec["output_name"],
+        preprocess=Preprocess.from_dict(spec["preprocess"]),
+        dimension=int(spec["dimension"]),
+    )
+    return path, interface
+
+
+def _session(path: Path) -> Any:
+    if path in _sessions:
+        return _sessions[path]
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelError(f"{path}: expected an .onnx file, found a directory")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # InvalidProtobuf, Fail, ...: not importable as a stable API
+        raise ModelError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
+    _sessions[path] = session
+    return session
+
+
+def _declared_layout(path: Path, shape: list[Any], overrides: Overrides) -> Preprocess:
+    """NHWC or NCHW and the input size, from a shape such as [N, 224, 224, 3]."""
+    _, a, b, c = shape
+    layout = overrides.layout
+    if layout is None:
+        if c == 3:
+            layout = "NHWC"
+        elif a == 3:
+            layout = "NCHW"
+        else:
+            raise ModelError(
+                f"{path}: cannot tell the channel axis of input shape {shape}; "
+                "say --layout NHWC or --layout NCHW"
+            )
+    height, width = (a, b) if layout == "NHWC" else (b, c)
+    # A symbolic size (e.g. "height") means the model takes any: use the common 224.
+    return Preprocess(
+        width=width if isinstance(width, int) and width > 0 else 224,
+        height=height if isinstance(height, int) and height > 0 else 224,
+        layout=layout,
+    )
+
+
+def _declared_dimension(shape: list[Any]) -> int | None:
+    sizes = shape[1:]
+    if sizes and all(isinstance(s, int) and s > 0 for s in sizes):
+        return int(np.prod(sizes))
+    return None
+
+
+def _names(items: dict[str, Any]) -> str:
+    return ", ".join(repr(name) for name in items) or "none"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

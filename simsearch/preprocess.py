@@ -1,0 +1,135 @@
+"""Turning an image file into the array a model takes. Pure apart from reading the file.
+
+The origin's preprocessing is the default: ``Image.open(p).convert("RGB").resize((224, 224))``
+with Pillow's default filter (bicubic), then ``float32 / 255`` in NHWC order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# Refuse images larger than this before decoding them: a small file can declare a huge canvas
+# (a decompression bomb). 100 megapixels covers any camera photo.
+MAX_IMAGE_PIXELS = 100_000_000
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+LAYOUTS = ("NHWC", "NCHW")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes model input; stored with each feature set so queries match it."""
+
+    width: int = 224
+    height: int = 224
+    layout: str = "NHWC"
+    resample: str = "bicubic"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    exif_transpose: bool = True
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {', '.join(_RESAMPLE)}")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"input size must be positive, not {self.width}x{self.height}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+
+def open_image(path: Path, exif_transpose: bool = True) -> Image.Image:
+    """Open an image file as RGB, refusing what cannot or should not be decoded."""
+    try:
+        image = Image.open(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: expected an image file, found a directory") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise _too_large(path) from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise _too_large(path, width, height)
+    try:
+        with image:
+            if exif_transpose:
+                image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as the origin made it (``convert("RGB")``), with 16-bit greys scaled, not clipped."""
+    image.load()
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # convert("RGB") would clip 16-bit values at 255; scale them to 8 bits instead.
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def image_to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """One image as float32 [H, W, 3] (NHWC) or [3, H, W] (NCHW), resized and scaled."""
+    resized = image.resize((spec.width, spec.height), _RESAMPLE[spec.resample])
+    # Divide, as the origin did (``/ 255``), so that inputs match it to the last bit.
+    array = np.asarray(resized, dtype=np.float32) / np.float32(1.0 / spec.scale)
+    if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+        array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    if spec.layout == "NCHW":
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def load_batch(paths: Sequence[Path], spec: Preprocess) -> np.ndarray:
+    """Several image files as one model input batch."""
+    return np.stack([image_to_array(open_image(p, spec.exif_transpose), spec) for p in paths])
+
+
+def _too_large(path: Path, width: int | None = None, height: int | None = None) -> ImageError:
+    size = f" ({width}x{height})" if width and height else ""
+    return ImageError(
+        f"{path}: image too large{size}; at most {MAX_IMAGE_PIXELS:,} pixels are decoded"
+    )

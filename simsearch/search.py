@@ -1,0 +1,102 @@
+"""``simsearch query`` and ``simsearch scan``: a photo in, the nearest stored images out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import config, database, store
+from .errors import FeatureSetError, ModelError
+from .model import Model, Overrides, load_model
+from .preprocess import Preprocess
+from .scan import Match, exact_scan
+from .shards import iter_shards, list_shards
+
+DEFAULT_EF_SEARCH = 100
+DEFAULT_CANDIDATES = 100
+
+
+def choose_feature_set(sets: Sequence[store.FeatureSet], name: str | None) -> store.FeatureSet:
+    """The named feature set, or the only one there is."""
+    if name is not None:
+        for fs in sets:
+            if fs.name == name:
+                return fs
+        known = ", ".join(repr(fs.name) for fs in sets) or "none yet"
+        raise FeatureSetError(f"no feature set named {name!r}; the database has {known}")
+    if not sets:
+        raise FeatureSetError("the database has no feature sets yet; run `simsearch ingest` first")
+    if len(sets) > 1:
+        names = ", ".join(repr(fs.name) for fs in sets)
+        raise FeatureSetError(f"several feature sets ({names}); choose one with --feature-set")
+    return sets[0]
+
+
+def model_for(fs: store.FeatureSet, model: str | None, overrides: Overrides | None) -> Model:
+    """The model a feature set's queries are embedded with, preprocessing as it was stored."""
+    overrides = overrides or Overrides()
+    if model is not None:
+        chosen = load_model(model, overrides)
+    else:
+        chosen = load_model(fs.model or config.model_path(), overrides)
+        if fs.model is not None and fs.preprocess:
+            chosen = chosen.with_preprocess(overrides.apply(Preprocess.from_dict(fs.preprocess)))
+    declared = chosen.interface.dimension
+    if declared is not None and declared != fs.dimension:
+        raise ModelError(
+            f"{chosen.path}: gives {declared}-d vectors; feature set {fs.name!r} holds "
+            f"{fs.dimension}-d (name the model it was made with: --model)"
+        )
+    return chosen
+
+
+def query(
+    images: Sequence[Path],
+    n: int = 10,
+    feature_set: str | None = None,
+    model: str | None = None,
+    exact: bool = False,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    candidates: int = DEFAULT_CANDIDATES,
+    overrides: Overrides | None = None,
+) -> list[list[Match]]:
+    """The n nearest stored images for each query image, nearest first."""
+    with database.connect() as conn:
+        fs = choose_feature_set(store.feature_sets(conn), feature_set)
+        conn.commit()
+        chosen = model_for(fs, model, overrides)
+        vectors = chosen.embed_files(images)
+        return [
+            store.knn(conn, fs, vector, n, exact, ef_search, candidates) for vector in vectors
+        ]
+
+
+def query_vector(
+    vector: np.ndarray,
+    n: int = 10,
+    feature_set: str | None = None,
+    exact: bool = False,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> list[Match]:
+    """The n stored vectors nearest to ``vector``."""
+    with database.connect() as conn:
+        fs = choose_feature_set(store.feature_sets(conn), feature_set)
+        conn.commit()
+        return store.knn(conn, fs, np.asarray(vector, np.float32), n, exact, ef_search, candidates)
+
+
+def scan(
+    feature_dir: Path,
+    image: Path,
+    n: int = 10,
+    model: str | None = None,
+    overrides: Overrides | None = None,
+) -> list[Match]:
+    """The exact NumPy scan over the shards on disk: no database."""
+    listing = list_shards(feature_dir)
+    chosen = load_model(model or config.model_path(), overrides)
+    (vector,) = chosen.embed_files([image])
+    return exact_scan(iter_shards(listing, dimension=len(vector)), vector, n)
