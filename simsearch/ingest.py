@@ -77,7 +77,7 @@ def ingest(
         fs = store.feature_set(conn, name)
         dimension = fs.dimension if fs else None
         ledger = store.loaded_shards(conn, fs) if fs else {}
-        pending = _check_all(listing.shards, ledger, dimension, replace, progress, report)
+        pending = _check_all(conn, fs, listing.shards, ledger, dimension, replace, progress, report)
         if dimension is None:
             dimension = _dimension_of(pending[0] if pending else listing.shards[0])
         if chosen_model is not None:
@@ -115,6 +115,8 @@ def ingest(
 
 
 def _check_all(
+    conn: store.Connection,
+    fs: store.FeatureSet | None,
     shards: list[ShardFiles],
     ledger: dict[str, str],
     dimension: int | None,
@@ -145,6 +147,8 @@ def _check_all(
                     f"{files.ids_path}: object id {object_id!r} also appears in shard {other}; "
                     "expected ids unique across shards"
                 )
+        if fs is not None:
+            store.refuse_stored_ids(conn, fs, shard)
         pending.append(files)
     if report.skipped:
         progress.note(f"skipped {len(report.skipped)} shard(s) already loaded with the same contents")

@@ -125,10 +125,18 @@ def iter_shards(listing: ShardListing, dimension: int | None = None) -> Iterator
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
+        with path.open("rb") as handle:
+            magic = handle.read(6)
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot be read ({exc.strerror})") from None
+    if magic != b"\x93NUMPY":
+        # np.load would take anything else for a pickle; say what the file really is not.
+        raise ShardError(f"{path}: not a readable .npy file (no NumPy header)")
+    try:
         # Never unpickle: an object array in a .npy file can run arbitrary code when loaded.
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
             raise ShardError(
                 f"{path}: holds a pickled object array; expected a plain NumPy array "
                 "(strings for ids, floats for features)"

@@ -125,7 +125,7 @@ def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) ->
                 )
             conn.execute("DELETE FROM shards WHERE id = %s", [previous[0]])  # cascades to rows
             outcome = "replaced"
-        _refuse_stored_ids(conn, fs, shard)
+        refuse_stored_ids(conn, fs, shard)
         shard_id = conn.execute(
             """INSERT INTO shards (feature_set_id, name, sha256, rows)
                VALUES (%s, %s, %s, %s) RETURNING id""",
@@ -143,11 +143,14 @@ def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) ->
     return outcome
 
 
-def _refuse_stored_ids(conn: Connection, fs: FeatureSet, shard: Shard) -> None:
+def refuse_stored_ids(conn: Connection, fs: FeatureSet, shard: Shard) -> None:
+    """Raise ShardError if any of the shard's ids is already stored in the feature set."""
     clash = conn.execute(
         """SELECT e.object_id, s.name FROM embeddings e LEFT JOIN shards s ON s.id = e.shard_id
-           WHERE e.feature_set_id = %s AND e.object_id = ANY(%s) LIMIT 1""",
-        [fs.id, shard.object_ids],
+           WHERE e.feature_set_id = %s AND e.object_id = ANY(%s)
+             AND s.name IS DISTINCT FROM %s  -- a shard being replaced may keep its own ids
+           LIMIT 1""",
+        [fs.id, shard.object_ids, shard.name],
     ).fetchone()
     if clash is not None:
         where = f"shard {clash[1]}" if clash[1] else "an earlier load"
