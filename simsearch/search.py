@@ -64,13 +64,26 @@ def query(
 ) -> list[list[Match]]:
     """The n nearest stored images for each query image, nearest first."""
     with database.connect() as conn:
-        fs = choose_feature_set(store.feature_sets(conn), feature_set)
-        conn.commit()
-        chosen = model_for(fs, model, overrides)
-        vectors = chosen.embed_files(images)
-        return [
-            store.knn(conn, fs, vector, n, exact, ef_search, candidates) for vector in vectors
-        ]
+        return query_on(conn, images, n, feature_set, model, exact, ef_search, candidates, overrides)
+
+
+def query_on(
+    conn: store.Connection,
+    images: Sequence[Path],
+    n: int = 10,
+    feature_set: str | None = None,
+    model: str | None = None,
+    exact: bool = False,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    candidates: int = DEFAULT_CANDIDATES,
+    overrides: Overrides | None = None,
+) -> list[list[Match]]:
+    """``query`` on a given connection: the one path both the CLI and the server take."""
+    fs = choose_feature_set(store.feature_sets(conn), feature_set)
+    conn.commit()
+    chosen = model_for(fs, model, overrides)
+    vectors = chosen.embed_files(images)
+    return [store.knn(conn, fs, vector, n, exact, ef_search, candidates) for vector in vectors]
 
 
 def query_vector(
