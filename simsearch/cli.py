@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index_build.add_argument("--drop", action="store_true", help="drop the index instead")
     index_build.set_defaults(run=_index_build)
+    _add_embedding_commands(commands)
 
     db = commands.add_parser("db", help="the database: status, url, upgrade, stop")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
@@ -224,6 +225,103 @@ def _index_build(args: argparse.Namespace) -> int:
         store.build_index(conn, fs, args.m, args.ef_construction)
         print(f"{fs.name}: built the HNSW index in {progress.elapsed:.1f} s")
     return 0
+
+
+def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
+    embed = commands.add_parser(
+        "embed", help="embed a folder of images into .npy shards (no database)",
+        description="Embed every image under IMAGE_DIR into OUT_DIR as NNNN.object_ids.npy + "
+        "NNNN.features.npy shards, with simsearch.json recording the model and preprocessing. "
+        "Re-running skips finished shards and embeds only the rest.",
+    )
+    embed.add_argument("image_dir", type=Path, metavar="IMAGE_DIR")
+    embed.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    embed.add_argument(
+        "--shard-size", type=_positive, default=10_000, metavar="N",
+        help="images per shard (10000)",
+    )
+    _embedding_options(embed)
+    embed.set_defaults(run=_embed)
+
+    index = commands.add_parser(
+        "index", help="embed a folder of images and load it into a feature set",
+        description="Embed every image under IMAGE_DIR and store the vectors, with each "
+        "image's path, size and dimensions. Re-running adds only new files.",
+    )
+    index.add_argument("image_dir", type=Path, metavar="IMAGE_DIR")
+    index.add_argument("--feature-set", metavar="NAME", help="default: IMAGE_DIR's name")
+    index.add_argument(
+        "--no-index", action="store_true", help="do not build the ANN index after loading"
+    )
+    _embedding_options(index)
+    index.set_defaults(run=_index)
+
+    demo = commands.add_parser(
+        "demo", help="index real sample photos and search them with an edited copy",
+        description="Write scikit-image's sample photos to WORKDIR/gallery, index them with "
+        "the default model into feature set 'demo', and search with an edited copy of one.",
+    )
+    demo.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="default: $SIMSEARCH_HOME/demo"
+    )
+    demo.add_argument("-n", type=_positive, default=5, help="how many results (default 5)")
+    demo.set_defaults(run=_demo)
+
+
+def _embedding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--id", choices=["sha1", "path"], default="sha1", dest="id_mode",
+        help="object id: SHA-1 of the file + extension (default), or the relative path",
+    )
+    parser.add_argument(
+        "--batch", type=_positive, default=32, metavar="N", help="images per inference (32)"
+    )
+    parser.add_argument(
+        "--decode", choices=["draft", "full"], default=None,
+        help="JPEG decoding: draft (reduced-scale, fast; default for the built-in model) or "
+        "full (every pixel, as the origin; default for your own models)",
+    )
+    _model_options(parser, "ONNX model (default: the built-in EfficientNet-Lite0)")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .embed import embed
+    from .progress import Progress
+
+    report = embed(
+        args.image_dir, args.out_dir, model=args.model or _env_model(), overrides=_overrides(args),
+        decode=args.decode, shard_size=args.shard_size, batch=args.batch, id_mode=args.id_mode,
+        progress=Progress(),
+    )
+    print(report.summary())
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .indexing import index
+    from .progress import Progress
+
+    report = index(
+        args.image_dir, feature_set=args.feature_set, model=args.model or _env_model(),
+        overrides=_overrides(args), decode=args.decode, batch=args.batch, id_mode=args.id_mode,
+        progress=Progress(), build_index=not args.no_index,
+    )
+    print(report.summary())
+    return 0
+
+
+def _env_model() -> str | None:
+    from . import config
+
+    return config.model_path()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import print_result, run_demo
+
+    result = run_demo(args.workdir, n=args.n, say=lambda line: print(line, flush=True))
+    print_result(result, sys.stdout)
+    return 0 if result.original_first else 1
 
 
 def _db_status(args: argparse.Namespace) -> int:

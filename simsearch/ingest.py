@@ -71,7 +71,7 @@ def ingest(
         progress.note(f"warning: {line}")
     if not listing.shards:
         raise ShardError(f"{feature_dir}: no complete shard (each needs ids and features files)")
-    chosen_model = load_model(model, overrides) if model else None
+    chosen_model = _chosen_model(feature_dir, model, overrides)
 
     with database.connect() as conn:
         fs = store.feature_set(conn, name)
@@ -153,6 +153,25 @@ def _check_all(
     if report.skipped:
         progress.note(f"skipped {len(report.skipped)} shard(s) already loaded with the same contents")
     return pending
+
+
+def _chosen_model(
+    feature_dir: Path, model: str | None, overrides: Overrides | None
+) -> Model | None:
+    """The model named, else the one `simsearch embed` recorded in the directory (simsearch.json).
+
+    The manifest's preprocessing wins when it names the same model file, since it is what the
+    features were made with (e.g. JPEG draft decoding).
+    """
+    from .manifest import manifest_model, read_manifest
+
+    manifest = read_manifest(feature_dir)
+    if model is None:
+        return None if manifest is None else manifest_model(manifest, feature_dir)
+    chosen = load_model(model, overrides)
+    if manifest is not None and manifest.model_sha256 == chosen.sha256:
+        return chosen.with_preprocess(manifest_model(manifest, feature_dir).preprocess)
+    return chosen
 
 
 def _dimension_of(files: ShardFiles) -> int:

@@ -2,10 +2,16 @@
 
 The origin's preprocessing is the default: ``Image.open(p).convert("RGB").resize((224, 224))``
 with Pillow's default filter (bicubic), then ``float32 / 255`` in NHWC order.
+
+``draft`` (off by default) lets the JPEG decoder scale a photo down by 1/2, 1/4 or 1/8 while
+decoding (Pillow's ``Image.draft``), never below the model's input size: three to four times
+faster on camera photos, but the pixels differ slightly, so it is part of a feature set's recorded
+preprocessing and queries apply it exactly when the feature set was made with it.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +25,7 @@ from .errors import ImageError
 # Refuse images larger than this before decoding them: a small file can declare a huge canvas
 # (a decompression bomb). 100 megapixels covers any camera photo.
 MAX_IMAGE_PIXELS = 100_000_000
+_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 mean the stored image is rotated a quarter turn
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -43,6 +50,7 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     exif_transpose: bool = True
+    draft: bool = False  # JPEG DCT-domain downscaling while decoding; see the module docstring
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,10 +77,29 @@ class Preprocess:
         return cls(**known)
 
 
-def open_image(path: Path, exif_transpose: bool = True) -> Image.Image:
-    """Open an image file as RGB, refusing what cannot or should not be decoded."""
+def open_image(
+    path: Path,
+    exif_transpose: bool = True,
+    draft: tuple[int, int] | None = None,
+    data: bytes | None = None,
+) -> Image.Image:
+    """Open an image file as RGB, refusing what cannot or should not be decoded.
+
+    ``draft`` is the smallest size (width, height, as displayed) a JPEG may be decoded at;
+    ``data`` is the file's bytes when the caller has read them (``path`` then only names it).
+    """
+    return decode_image(path, exif_transpose, draft, data)[0]
+
+
+def decode_image(
+    path: Path,
+    exif_transpose: bool = True,
+    draft: tuple[int, int] | None = None,
+    data: bytes | None = None,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The image as RGB and its full size (width, height) as displayed, before any draft scaling."""
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(data) if data is not None else path)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
     except IsADirectoryError:
@@ -89,9 +116,14 @@ def open_image(path: Path, exif_transpose: bool = True) -> Image.Image:
         raise _too_large(path, width, height)
     try:
         with image:
+            rotated = exif_transpose and image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+            if draft is not None and image.format == "JPEG":
+                # Ask for the size before rotation; Pillow keeps at least this many pixels.
+                image.draft("RGB", (draft[1], draft[0]) if rotated else draft)
             if exif_transpose:
                 image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            size = (height, width) if rotated else (width, height)
+            return to_rgb(image), size
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
 
@@ -111,6 +143,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+def draft_size(spec: Preprocess) -> tuple[int, int] | None:
+    """The size a JPEG may be draft-decoded at under ``spec``, or None for full decoding."""
+    return (spec.width, spec.height) if spec.draft else None
+
+
 def image_to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
     """One image as float32 [H, W, 3] (NHWC) or [3, H, W] (NCHW), resized and scaled."""
     resized = image.resize((spec.width, spec.height), _RESAMPLE[spec.resample])
@@ -125,7 +162,9 @@ def image_to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
 
 def load_batch(paths: Sequence[Path], spec: Preprocess) -> np.ndarray:
     """Several image files as one model input batch."""
-    return np.stack([image_to_array(open_image(p, spec.exif_transpose), spec) for p in paths])
+    return np.stack(
+        [image_to_array(open_image(p, spec.exif_transpose, draft_size(spec)), spec) for p in paths]
+    )
 
 
 def _too_large(path: Path, width: int | None = None, height: int | None = None) -> ImageError:

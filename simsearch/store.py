@@ -8,6 +8,7 @@ with ``psycopg.sql.Literal``; every value that comes from the user is a bound pa
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from psycopg import sql
 
 from . import pgcopy
 from .errors import FeatureSetError, ShardError
+from .gallery import ImageRecord
 from .scan import Match
 from .shards import Shard
 
@@ -158,6 +160,43 @@ def refuse_stored_ids(conn: Connection, fs: FeatureSet, shard: Shard) -> None:
             f"shard {shard.name}: object id {clash[0]!r} is already stored in {fs.name!r} "
             f"from {where}; expected ids unique across shards"
         )
+
+
+def upsert_images(conn: Connection, records: Sequence[ImageRecord]) -> None:
+    """Each image's relative path, file size and dimensions; newer values win."""
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO images (object_id, path, bytes, width, height)
+               SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::int[], %s::int[])
+               ON CONFLICT (object_id) DO UPDATE SET path = EXCLUDED.path,
+                   bytes = EXCLUDED.bytes, width = EXCLUDED.width, height = EXCLUDED.height""",
+            [
+                [r.object_id for r in records],
+                [r.path for r in records],
+                [r.bytes for r in records],
+                [r.width for r in records],
+                [r.height for r in records],
+            ],
+        )
+
+
+def object_ids(conn: Connection, fs: FeatureSet) -> set[str]:
+    """Every object id the feature set holds a vector for."""
+    rows = conn.execute(
+        "SELECT object_id FROM embeddings WHERE feature_set_id = %s", [fs.id]
+    ).fetchall()
+    conn.commit()
+    return {row[0] for row in rows}
+
+
+def image_paths(conn: Connection, object_ids: Sequence[str]) -> dict[str, str]:
+    """object id -> the relative path stored for it, for the ids that have one."""
+    rows = conn.execute(
+        "SELECT object_id, path FROM images WHERE object_id = ANY(%s) AND path IS NOT NULL",
+        [list(object_ids)],
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
 
 
 def analyze(conn: Connection) -> None:

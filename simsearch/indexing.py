@@ -1,0 +1,200 @@
+"""``simsearch index``: embed a folder of images and load it into a feature set in one go.
+
+Vectors go in through the same shard loader as ``simsearch ingest`` (one transaction per chunk,
+with its ledger row), and each image's path, size and dimensions into the images table. Files
+whose id the feature set already holds are hashed but not decoded, so a re-run adds only what is
+new. The feature set records the model and the exact preprocessing, so ``query`` needs only a photo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import database, store
+from .embedding import embed_folder, embedding_model
+from .errors import FeatureSetError
+from .gallery import ImageRecord, list_images
+from .ingest import AUTO_INDEX_ROWS, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from .model import Model, Overrides
+from .preprocess import Preprocess
+from .progress import Progress, rate
+from .shards import Shard
+
+DEFAULT_CHUNK = 1000  # images per transaction: a crash loses at most this much work
+DEFAULT_BATCH = 32
+
+
+@dataclass
+class IndexReport:
+    feature_set: str
+    files: int = 0
+    added: int = 0
+    known: int = 0  # already in the feature set
+    duplicates: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total_rows: int = 0
+    index_built: bool = False
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.feature_set}: added {self.added:,} of {self.files:,} images in "
+            f"{self.seconds:.1f} s ({rate(self.added, self.seconds)} images/s)"
+        ]
+        if self.known:
+            parts.append(f"{self.known:,} already indexed")
+        if self.duplicates:
+            parts.append(f"skipped {self.duplicates} duplicate file(s)")
+        if self.unreadable:
+            parts.append(f"skipped {len(self.unreadable)} unreadable file(s)")
+        if self.index_built:
+            parts.append("built the HNSW index")
+        parts.append(f"{self.total_rows:,} images in all")
+        return "; ".join(parts)
+
+
+def index(
+    image_dir: Path,
+    feature_set: str | None = None,
+    model: str | None = None,
+    overrides: Overrides | None = None,
+    decode: str | None = None,
+    batch: int = DEFAULT_BATCH,
+    chunk: int = DEFAULT_CHUNK,
+    id_mode: str = "sha1",
+    progress: Progress | None = None,
+    build_index: bool = True,
+) -> IndexReport:
+    progress = progress or Progress(enabled=False)
+    name = feature_set or image_dir.resolve().name
+    report = IndexReport(feature_set=name)
+    paths = list_images(image_dir)
+    report.files = len(paths)
+
+    with database.connect() as conn:
+        fs = store.feature_set(conn, name)
+        conn.commit()
+        chosen = _model_for(fs, model, overrides, decode)
+        if fs is None:
+            fs = store.create_feature_set(
+                conn,
+                name,
+                chosen.interface.dimension or _probe_dimension(chosen),
+                chosen.ref,
+                chosen.sha256,
+                chosen.preprocess.to_dict(),
+            )
+        stored = store.object_ids(conn, fs)
+        started = time.perf_counter()  # the rate is of embedding and loading, not server start
+        seen: set[str] = set()
+        records: list[ImageRecord] = []
+        vectors: list[np.ndarray] = []
+        items = embed_folder(
+            image_dir,
+            paths,
+            chosen,
+            batch=batch,
+            id_mode=id_mode,
+            known=lambda oid: oid in stored or oid in seen,
+        )
+        for item in items:
+            if item.error is not None:
+                report.unreadable.append(item.error)
+                progress.note(f"skipped: {item.error}")
+            elif item.skipped == "known" or (item.record and item.record.object_id in stored):
+                report.known += 1
+            elif item.record is None or item.record.object_id in seen:
+                report.duplicates += 1
+            else:
+                assert item.vector is not None
+                seen.add(item.record.object_id)
+                records.append(item.record)
+                vectors.append(item.vector)
+                if len(records) >= chunk:
+                    _load(conn, fs, records, vectors, report)
+                    records, vectors = [], []
+            added = report.added + len(records)
+            progress.update(
+                f"{name}: {item.index + 1:,}/{report.files:,} files, {added:,} added, "
+                f"{rate(added, time.perf_counter() - started)} images/s"
+            )
+        if records:
+            _load(conn, fs, records, vectors, report)
+        progress.clear()
+        report.seconds = time.perf_counter() - started
+        if report.added:
+            store.analyze(conn)
+        report.total_rows = store.row_count(conn, fs)
+        fs = store.feature_set(conn, name) or fs
+        conn.commit()
+        if build_index and report.added and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS:
+            progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
+            store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
+            report.index_built = True
+    return report
+
+
+def _model_for(
+    fs: store.FeatureSet | None, model: str | None, overrides: Overrides | None, decode: str | None
+) -> Model:
+    """A new feature set's model as asked; an existing one's as recorded, and nothing else."""
+    if fs is None:
+        return embedding_model(model, overrides, decode)
+    if fs.model is None:
+        raise FeatureSetError(
+            f"feature set {fs.name!r} has no model recorded (it was ingested from shards); "
+            "expected a feature set made by `simsearch index`, or a new --feature-set name"
+        )
+    if model is None and decode is None:
+        recorded = embedding_model(fs.model, overrides)
+        recorded = recorded.with_preprocess(Preprocess.from_dict(fs.preprocess))
+    else:
+        recorded = embedding_model(model or fs.model, overrides, decode)
+        if recorded.preprocess.to_dict() != Preprocess.from_dict(fs.preprocess).to_dict():
+            raise FeatureSetError(
+                f"feature set {fs.name!r} was made with other preprocessing; expected the same "
+                "options as before (or a new --feature-set name)"
+            )
+    if fs.model_sha256 and recorded.sha256 != fs.model_sha256:
+        raise FeatureSetError(
+            f"feature set {fs.name!r} was made with {fs.model} of sha256 {fs.model_sha256[:12]}…; "
+            f"{recorded.path} has sha256 {recorded.sha256[:12]}… (use a new --feature-set name)"
+        )
+    return recorded
+
+
+def _probe_dimension(model: Model) -> int:
+    """The output size of a model that leaves it symbolic: run it once on a blank image."""
+    spec = model.preprocess
+    shape = (
+        (1, spec.height, spec.width, 3)
+        if spec.layout == "NHWC"
+        else (1, 3, spec.height, spec.width)
+    )
+    return int(model.run(np.zeros(shape, np.float32)).shape[1])
+
+
+def _load(
+    conn: store.Connection,
+    fs: store.FeatureSet,
+    records: list[ImageRecord],
+    vectors: list[np.ndarray],
+    report: IndexReport,
+) -> None:
+    ids = [r.object_id for r in records]
+    features = np.ascontiguousarray(np.stack(vectors), dtype=np.float32)
+    digest = hashlib.sha256()
+    digest.update("\n".join(ids).encode())
+    digest.update(features.tobytes())
+    sha256 = digest.hexdigest()
+    # The ledger wants a name per load; the content hash makes it unique and self-describing.
+    shard = Shard(f"index-{sha256[:16]}", ids, features, sha256)
+    with conn.transaction():  # metadata and vectors land together (load_shard nests inside)
+        store.upsert_images(conn, records)
+        store.load_shard(conn, fs, shard, replace=False)
+    report.added += len(records)
