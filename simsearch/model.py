@@ -77,12 +77,16 @@ class Model:
 
     def with_preprocess(self, preprocess: Preprocess) -> Model:
         """The same session run with other preprocessing (a feature set's stored one)."""
-        return Model(self.ref, self.path, self._session, replace(self.interface, preprocess=preprocess))
+        return Model(
+            self.ref, self.path, self._session, replace(self.interface, preprocess=preprocess)
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Feature vectors, float32 [N, D], for a preprocessed batch."""
         try:
-            (output,) = self._session.run([self.interface.output_name], {self.interface.input_name: batch})
+            (output,) = self._session.run(
+                [self.interface.output_name], {self.interface.input_name: batch}
+            )
         except Exception as exc:  # onnxruntime raises its own unexported exception types
             raise ModelError(f"{self.path}: inference failed ({_first_line(exc)})") from None
         features = np.asarray(output, dtype=np.float32)

@@ -18,15 +18,15 @@ _TRAILER = struct.pack(">h", -1)
 def embedding_rows(
     feature_set_id: int, shard_id: int, object_ids: Sequence[str], features: np.ndarray
 ) -> bytes:
-    """Rows (feature_set_id int4, object_id text, shard_id int4, embedding vector) as binary COPY."""
-    rows, dimension = features.shape
+    """Rows (feature_set_id, object_id, shard_id, embedding) in binary COPY format."""
+    dimension = features.shape[1]
     fixed_head = struct.pack(">hii", 4, 4, feature_set_id)
     shard_field = struct.pack(">ii", 4, shard_id)
     # pgvector's binary form: int16 dimension, int16 unused, then big-endian float32 values.
     vector_head = struct.pack(">iHH", 4 + 4 * dimension, dimension, 0)
     vectors = memoryview(np.ascontiguousarray(features, dtype=">f4").tobytes())
     width = 4 * dimension
-    parts = [_SIGNATURE]
+    parts: list[bytes | memoryview] = [_SIGNATURE]
     for row, object_id in enumerate(object_ids):
         encoded = object_id.encode("utf-8")
         parts.append(fixed_head)

@@ -41,6 +41,6 @@ def exact_scan(shards: Iterable[Shard], query: np.ndarray, n: int) -> list[Match
         indexes, distances = nearest(shard.features, query, n)
         candidates.extend(
             Match(shard.object_ids[i], float(d))
-            for i, d in zip(indexes.tolist(), distances.tolist())
+            for i, d in zip(indexes.tolist(), distances.tolist(), strict=True)
         )
     return heapq.nsmallest(n, candidates, key=lambda match: match.distance)

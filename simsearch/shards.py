@@ -194,8 +194,7 @@ def _check_features(path: Path, array: np.ndarray, dimension: int | None) -> np.
         raise ShardError(f"{path}: has zero rows; expected at least one feature vector")
     if dimension is not None and array.shape[1] != dimension:
         raise ShardError(
-            f"{path}: features have dimension {array.shape[1]}; "
-            f"the feature set expects {dimension}"
+            f"{path}: features have dimension {array.shape[1]}; the feature set expects {dimension}"
         )
     features = np.ascontiguousarray(array, dtype=np.float32)
     finite = np.isfinite(features).all(axis=1)

@@ -15,15 +15,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from data import write_images, write_shards  # noqa: E402
-from onnx_models import build_model  # noqa: E402
+from data import write_images, write_shards
+from onnx_models import build_model
 
 
 @pytest.fixture(scope="session", autouse=True)
 def simsearch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test talks to one embedded server in a private SIMSEARCH_HOME."""
     home = tmp_path_factory.mktemp("simsearch-home")
-    saved = {k: os.environ.get(k) for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL")
+    }
     os.environ["SIMSEARCH_HOME"] = str(home)
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
     os.environ.pop("SIMSEARCH_MODEL", None)
@@ -94,8 +97,13 @@ def nchw_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another layout, size and names: pixels NCHW [N,3,96,96] -> embedding [N,32]."""
     return build_model(
         tmp_path_factory.mktemp("models") / "nchw.onnx",
-        dimension=32, size=96, layout="NCHW", input_name="pixels", output_name="embedding",
-        grid=4, seed=1,
+        dimension=32,
+        size=96,
+        layout="NCHW",
+        input_name="pixels",
+        output_name="embedding",
+        grid=4,
+        seed=1,
     )
 
 
@@ -113,8 +121,13 @@ def feature_dir(tmp_path: Path, gallery: list[Path], origin_model: Path) -> Path
     features = load_model(str(origin_model)).embed_files(gallery)
     ids = [p.name for p in gallery]
     return write_shards(
-        tmp_path / "features", ids, features, extra_rows=3000, seed=3,
-        sizes=[97, 250, 31, 113] * 6 + [60], skip=[9],
+        tmp_path / "features",
+        ids,
+        features,
+        extra_rows=3000,
+        seed=3,
+        sizes=[97, 250, 31, 113] * 6 + [60],
+        skip=[9],
     )
 
 

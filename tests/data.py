@@ -24,7 +24,9 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
         for _ in range(3):
             x0, y0 = int(rng.integers(0, width - 10)), int(rng.integers(0, height - 10))
             fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.ellipse([x0, y0, x0 + int(rng.integers(5, 60)), y0 + int(rng.integers(5, 60))], fill=fill)
+            draw.ellipse(
+                [x0, y0, x0 + int(rng.integers(5, 60)), y0 + int(rng.integers(5, 60))], fill=fill
+            )
         suffix = ".png" if i % 2 else ".jpg"
         tmp = folder / f"tmp{suffix}"
         image.save(tmp, quality=90) if suffix == ".jpg" else image.save(tmp)

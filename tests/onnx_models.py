@@ -40,7 +40,10 @@ def build_model(
         pooled_input = "nchw"
     nodes += [
         helper.make_node(
-            "AveragePool", [pooled_input], ["pooled"], kernel_shape=[kernel, kernel],
+            "AveragePool",
+            [pooled_input],
+            ["pooled"],
+            kernel_shape=[kernel, kernel],
             strides=[kernel, kernel],
         ),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
@@ -51,7 +54,10 @@ def build_model(
         for i in range(extra_inputs)
     ]
     graph = helper.make_graph(
-        nodes, "simsearch_test_model", inputs, [output],
+        nodes,
+        "simsearch_test_model",
+        inputs,
+        [output],
         initializer=[numpy_helper.from_array(weights, "weights")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

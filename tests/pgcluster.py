@@ -50,21 +50,43 @@ def tcp_cluster(folder: Path) -> Iterator[str]:
             parent = parent.parent
     bindir = _bin_dir()
     subprocess.run(
-        [bindir / "initdb", "-D", data, "-U", "owner", "--auth=scram-sha-256", f"--pwfile={pwfile}",
-         "--encoding=utf8"],
-        check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+        [
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            "owner",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=utf8",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,  # type: ignore[arg-type]
     )
     port = _free_port()
     subprocess.run(
-        [bindir / "pg_ctl", "-D", data, "-w", "-l", folder / "log", "-o",
-         f"-h 127.0.0.1 -p {port} -k {folder}", "start"],
-        check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+        [
+            bindir / "pg_ctl",
+            "-D",
+            data,
+            "-w",
+            "-l",
+            folder / "log",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {folder}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,  # type: ignore[arg-type]
     )
     try:
         yield f"postgresql://owner:{PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            capture_output=True, **run_as,  # type: ignore[arg-type]
+            capture_output=True,
+            **run_as,  # type: ignore[arg-type]
         )
         shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
     """Every command path, e.g. ('ingest',), ('db', 'status')."""
     found = []
     for action in parser._actions:
@@ -100,7 +102,11 @@ def test_query_errors_are_one_line(cli, empty_db, feature_dir, origin_model, tmp
         "no such image file": [tmp_path / "missing.jpg"],
         "not an image": [tmp_path / "text.jpg"],
         "no feature set named 'nope'": [gallery[0], "--feature-set", "nope"],
-        "expected a 4-D image input": [gallery[0], "--model", build_vector_model(tmp_path / "v.onnx")],
+        "expected a 4-D image input": [
+            gallery[0],
+            "--model",
+            build_vector_model(tmp_path / "v.onnx"),
+        ],
         "not a loadable ONNX model": [gallery[0], "--model", tmp_path / "text.jpg"],
         "no such model file": [gallery[0], "--model", tmp_path / "none.onnx"],
     }

@@ -22,8 +22,8 @@ def stored() -> dict[str, object]:
     """Row count, ledger and a checksum over ids and vectors: what 'unchanged' means."""
     with database.connect() as conn:
         count, digest = conn.execute(
-            "SELECT count(*), md5(string_agg(object_id || embedding::text, ',' ORDER BY object_id)) "
-            "FROM embeddings"
+            "SELECT count(*), "
+            "md5(string_agg(object_id || embedding::text, ',' ORDER BY object_id)) FROM embeddings"
         ).fetchone()
         ledger = conn.execute("SELECT name, sha256, rows FROM shards ORDER BY name").fetchall()
     return {"rows": count, "digest": digest, "ledger": ledger}
@@ -133,9 +133,19 @@ def _corrupt(folder: Path, problem: str) -> str:
 @pytest.mark.parametrize(
     "problem",
     [
-        "row counts", "dimension", "nan", "inf", "duplicate id", "id in another shard",
-        "integer features", "1-D features", "object array", "not numpy", "truncated",
-        "numeric ids", "empty id",
+        "row counts",
+        "dimension",
+        "nan",
+        "inf",
+        "duplicate id",
+        "id in another shard",
+        "integer features",
+        "1-D features",
+        "object array",
+        "not numpy",
+        "truncated",
+        "numeric ids",
+        "empty id",
     ],
 )
 def test_bad_shard_is_one_line_and_changes_nothing(cli, empty_db, feature_dir, tmp_path, problem):
@@ -161,15 +171,25 @@ def test_float64_features_are_converted(cli, empty_db, tmp_path):
     np.save(folder / "0000.features.npy", np.array([[0.5, 1.0], [2.0, 3.0]], dtype=np.float64))
     assert cli("ingest", folder).code == 0
     with database.connect() as conn:
-        (vector,) = conn.execute("SELECT embedding FROM embeddings WHERE object_id='b.jpg'").fetchone()
+        (vector,) = conn.execute(
+            "SELECT embedding FROM embeddings WHERE object_id='b.jpg'"
+        ).fetchone()
     np.testing.assert_array_equal(vector.to_numpy(), [2.0, 3.0])
 
 
 def test_ids_stored_and_returned_exactly(cli, empty_db, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()
-    ids = np.array(["it's.jpg", 'quote".jpg', "back\\slash.jpg", "a space.jpg", "日本語.jpg",
-                    "x'); DROP TABLE embeddings; --"])
+    ids = np.array(
+        [
+            "it's.jpg",
+            'quote".jpg',
+            "back\\slash.jpg",
+            "a space.jpg",
+            "日本語.jpg",
+            "x'); DROP TABLE embeddings; --",
+        ]
+    )
     np.save(folder / "0000.object_ids.npy", ids)
     np.save(folder / "0000.features.npy", np.eye(len(ids), dtype=np.float32))
     assert cli("ingest", folder).code == 0

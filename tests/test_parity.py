@@ -25,7 +25,7 @@ def origin_algorithm(feature_dir: Path, query: np.ndarray, limit: int) -> list[t
         assert len(object_ids) == len(features)
         distances = np.linalg.norm(np.tile(query, (len(features), 1)) - features, axis=1)
         best = np.argsort(distances)[:limit]
-        results.extend(zip(object_ids[best].tolist(), distances[best].tolist()))
+        results.extend(zip(object_ids[best].tolist(), distances[best].tolist(), strict=True))
     return sorted(results, key=lambda item: item[1])[:limit]
 
 
@@ -57,7 +57,9 @@ def test_scan_equals_origin_algorithm(cli, feature_dir, origin_model, query_imag
         same_answer(parse(result.lines), origin_algorithm(feature_dir, vector, 10))
 
 
-def test_query_equals_scan_exact_and_default(cli, empty_db, feature_dir, origin_model, query_images):
+def test_query_equals_scan_exact_and_default(
+    cli, empty_db, feature_dir, origin_model, query_images
+):
     loaded = cli("ingest", feature_dir, "--model", origin_model)
     assert loaded.code == 0, loaded.err
     for image in query_images:
@@ -92,7 +94,7 @@ def test_every_row_is_stored_exactly(empty_db, cli, feature_dir, origin_model):
         ).fetchall()
     stored = {object_id: vector.to_numpy() for object_id, vector in rows}
     assert len(stored) == len(ids)
-    for object_id, feature in zip(ids.tolist(), features):
+    for object_id, feature in zip(ids.tolist(), features, strict=True):
         np.testing.assert_array_equal(stored[object_id], feature)
 
 
@@ -102,7 +104,11 @@ def test_nchw_model_with_other_names_and_size(cli, empty_db, tmp_path, gallery, 
     model = load_model(str(nchw_model))
     assert model.interface.input_name == "pixels"
     assert model.interface.output_name == "embedding"
-    assert (model.preprocess.layout, model.preprocess.width, model.preprocess.height) == ("NCHW", 96, 96)
+    assert (model.preprocess.layout, model.preprocess.width, model.preprocess.height) == (
+        "NCHW",
+        96,
+        96,
+    )
     features = model.embed_files(gallery)
     feature_dir = write_shards(
         tmp_path / "nchw", [p.name for p in gallery], features, extra_rows=500, sizes=[200, 77]
