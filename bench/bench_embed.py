@@ -1,0 +1,248 @@
+"""Embedding throughput: image files to feature vectors with the default model, images/s.
+
+Realistic input: scikit-image's sample photos upscaled to about 2 MP (1728x1152 or 1152x1728),
+shifted, cropped and noised so that no two files are alike, saved as JPEG quality 90 (about
+0.5 MB each, like a phone photo re-saved). Each lever is measured on its own:
+
+- serial:     ``Model.embed_files`` batch after batch, full decoding (no thread pool, no draft)
+- threads:    the pipeline (decode in a thread pool, overlapped with inference), full decoding
+- draft:      serial, with JPEG draft decoding
+- both:       the pipeline with draft decoding (what ``simsearch embed``/``index`` do)
+- batch size: the pipeline with draft at batches 8, 32, 64
+- end to end: ``simsearch embed`` (shards on disk) and ``simsearch index`` (into PostgreSQL)
+
+Run:  python bench/bench_embed.py [--images 256] [--repeats 3] [--write]
+``--write`` replaces the "## Embedding throughput" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+HEADING = "## Embedding throughput"
+
+
+def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` distinct ~2 MP JPEG photos (quality 90) made from scikit-image's samples."""
+    from simsearch.demo import COLOUR_PHOTOS, sample_photos
+
+    photos = sample_photos()
+    sources = [photos[name] for name in COLOUR_PHOTOS]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        source = Image.fromarray(sources[i % len(sources)])
+        # A random 70-100% crop, so that every file differs in content, not just in noise.
+        w, h = source.size
+        cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        size = (1728, 1152) if i % 3 else (1152, 1728)  # 2.0 MP, landscape and portrait
+        image = source.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.BICUBIC)
+        pixels = np.asarray(image, np.float32) + rng.normal(0, 4, (size[1], size[0], 3))
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+        path = folder / f"photo{i:05d}.jpg"
+        path.write_bytes(buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def timed(run: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
+    """Median images/s over ``repeats`` runs, and every run's figure."""
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates), rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--workdir", type=Path, help="default: a temporary directory")
+    args = parser.parse_args(argv)
+
+    from simsearch.embedding import embed_folder, embedding_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        folder = work / "photos"
+        started = time.perf_counter()
+        paths = make_photos(folder, args.images)
+        megapixels = np.mean([np.prod(Image.open(p).size) for p in paths]) / 1e6
+        mbytes = np.mean([p.stat().st_size for p in paths]) / 1e6
+        print(
+            f"{len(paths)} photos, {megapixels:.1f} MP, {mbytes:.2f} MB each "
+            f"(made in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        relative = [p.name for p in paths]
+        full = embedding_model(None, decode="full")
+        draft = embedding_model(None, decode="draft")
+        full.run(np.zeros((1, 224, 224, 3), np.float32))  # warm the session up
+
+        def serial(model):  # type: ignore[no-untyped-def]
+            def run() -> int:
+                for start in range(0, len(paths), 32):
+                    model.embed_files(paths[start : start + 32])
+                return len(paths)
+
+            return run
+
+        def pipeline(model, batch: int = 32, workers: int | None = None):  # type: ignore[no-untyped-def]
+            def run() -> int:
+                items = embed_folder(folder, relative, model, batch=batch, workers=workers)
+                return sum(item.vector is not None for item in items)
+
+            return run
+
+        rows: list[tuple[str, float, list[float]]] = []
+
+        def measure(label: str, run: Callable[[], int]) -> None:
+            median, rates = timed(run, args.repeats)
+            rows.append((label, median, rates))
+            print(f"  {label:<52} {median:6.1f} images/s", flush=True)
+
+        measure("serial, full decode (no lever)", serial(full))
+        measure("thread pool (2) + overlap, full decode", pipeline(full))
+        measure("serial, draft decode", serial(draft))
+        measure("thread pool (1) + overlap, draft decode", pipeline(draft, workers=1))
+        measure("thread pool (2) + overlap, draft decode [default]", pipeline(draft))
+        measure("thread pool (3) + overlap, draft decode", pipeline(draft, workers=3))
+        for batch in (8, 64):
+            measure(
+                f"thread pool (2) + overlap, draft decode, batch {batch}", pipeline(draft, batch)
+            )
+        _decode_only(paths, full, draft, rows, args.repeats)
+        _end_to_end(folder, work, rows, args.repeats, len(paths))
+
+    cores = os.cpu_count()
+    lines = _section(rows, len(paths), megapixels, mbytes, cores, args.repeats)
+    print("\n".join(lines))
+    if args.write:
+        _write_section(lines)
+        print(f"wrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
+def _decode_only(paths, full, draft, rows, repeats) -> None:  # type: ignore[no-untyped-def]
+    """Decode + resize alone, one thread: what the model waits for per image."""
+    from simsearch.preprocess import load_batch
+
+    for label, model in (
+        ("decode+resize only, full, 1 thread", full),
+        ("decode+resize only, draft, 1 thread", draft),
+    ):
+        spec = model.preprocess
+
+        def run(spec=spec) -> int:  # type: ignore[no-untyped-def]
+            for start in range(0, len(paths), 32):
+                load_batch(paths[start : start + 32], spec)
+            return len(paths)
+
+        median, rates = timed(run, repeats)
+        rows.append((label, median, rates))
+        print(f"  {label:<52} {median:6.1f} images/s", flush=True)
+    batch = np.zeros((32, 224, 224, 3), np.float32)
+
+    def infer() -> int:
+        for _ in range(max(1, len(paths) // 32)):
+            full.run(batch)
+        return max(1, len(paths) // 32) * 32
+
+    median, rates = timed(infer, repeats)
+    rows.append(("inference only (batch 32)", median, rates))
+    print(f"  {'inference only (batch 32)':<52} {median:6.1f} images/s", flush=True)
+
+
+def _end_to_end(folder: Path, work: Path, rows, repeats: int, count: int) -> None:  # type: ignore[no-untyped-def]
+    """The commands as users run them (in-process, files to shards / to the database)."""
+    os.environ.setdefault("SIMSEARCH_HOME", str(work / "home"))
+    from simsearch import database, store
+    from simsearch.embed import embed
+    from simsearch.indexing import index
+
+    runs = iter(range(1_000))
+
+    def run_embed() -> int:
+        report = embed(folder, work / f"shards{next(runs)}")
+        return report.images
+
+    def run_index() -> int:
+        name = f"bench-embed-{next(runs)}"
+        report = index(folder, feature_set=name, build_index=False)
+        with database.connect() as conn:
+            fs = store.feature_set(conn, name)
+            if fs is not None:
+                with conn.transaction():
+                    conn.execute("DELETE FROM feature_sets WHERE id = %s", [fs.id])
+        return report.added
+
+    with database.connect():
+        pass  # start the server before timing
+    for label, run in (
+        ("simsearch embed (end to end, shards)", run_embed),
+        ("simsearch index (end to end, database)", run_index),
+    ):
+        median, rates = timed(run, repeats)
+        rows.append((label, median, rates))
+        print(f"  {label:<52} {median:6.1f} images/s", flush=True)
+
+
+def _section(rows, count: int, megapixels: float, mbytes: float, cores, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
+    import onnxruntime
+    import PIL
+
+    table = ["| pipeline | images/s (median) | runs |", "|---|---:|---|"]
+    table += [
+        f"| {label} | {median:.1f} | {', '.join(f'{r:.0f}' for r in rates)} |"
+        for label, median, rates in rows
+    ]
+    return [
+        HEADING,
+        "",
+        f"`python bench/bench_embed.py --images {count} --repeats {repeats}`: the default model "
+        f"(EfficientNet-Lite0, 224x224) on {count} JPEG photos of {megapixels:.1f} MP "
+        f"({mbytes:.2f} MB each, quality 90), {cores} cores, Python {platform.python_version()}, "
+        f"Pillow {PIL.__version__}, onnxruntime {onnxruntime.__version__}. Median of {repeats} "
+        "runs; other work was running on the machine, so compare rows side by side.",
+        "",
+        *table,
+        "",
+    ]
+
+
+def _write_section(lines: list[str]) -> None:
+    """Replace (or add) only this section; other sections belong to other benchmarks."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    start = text.find(HEADING + "\n")
+    section = "\n".join(lines)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+    DOC.write_text(text.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
