@@ -12,6 +12,7 @@ preprocessing and queries apply it exactly when the feature set was made with it
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,12 +100,17 @@ def decode_image(
 ) -> tuple[Image.Image, tuple[int, int]]:
     """The image as RGB and its full size (width, height) as displayed, before any draft scaling."""
     try:
-        image = Image.open(io.BytesIO(data) if data is not None else path)
+        with warnings.catch_warnings():
+            # Pillow warns above its own, lower limit; ours below decides, in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data) if data is not None else path)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: expected an image file, found a directory") from None
     except UnidentifiedImageError:
+        if _is_empty(path, data):
+            raise ImageError(f"{path}: empty file (0 bytes); expected an image") from None
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except Image.DecompressionBombError:
         raise _too_large(path) from None
@@ -165,6 +171,15 @@ def load_batch(paths: Sequence[Path], spec: Preprocess) -> np.ndarray:
     return np.stack(
         [image_to_array(open_image(p, spec.exif_transpose, draft_size(spec)), spec) for p in paths]
     )
+
+
+def _is_empty(path: Path, data: bytes | None) -> bool:
+    if data is not None:
+        return not data
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _too_large(path: Path, width: int | None = None, height: int | None = None) -> ImageError:
