@@ -68,7 +68,8 @@ def sample_photos() -> dict[str, np.ndarray]:
         from skimage import data
     except ImportError:
         raise InputError(
-            "the demo needs scikit-image (its sample photos); install it: pip install 'simsearch[demo]'"
+            "the demo needs scikit-image (for its sample photos); "
+            "install it: pip install 'simsearch[demo]'"
         ) from None
     photos: dict[str, np.ndarray] = {}
     for name in (*COLOUR_PHOTOS, *GREY_PHOTOS):
