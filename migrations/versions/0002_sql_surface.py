@@ -12,6 +12,8 @@ supplies (feature-set names, object ids, filter keys and values, the query vecto
 the query as a bound parameter through ``EXECUTE ... USING``.
 """
 
+# ruff: noqa: E501  (SQL text reads better unwrapped)
+
 from alembic import op
 
 revision = "0002"
@@ -145,6 +147,10 @@ DECLARE
     old_ef text;
     old_iter text;
     old_max text;
+    stmt text;
+    line text;
+    -- SET simsearch.explain = on: report the strategy and the plan as notices.
+    explain boolean := coalesce(current_setting('simsearch.explain', true), '') IN ('on', 'true', '1');
     -- Below this many estimated matches an exact scan of just the matching rows is both
     -- faster than walking the graph and exact (see docs/benchmarks.md, "Filtered search").
     exact_below bigint := coalesce(nullif(current_setting('simsearch.exact_below', true), '')::bigint, 10000);
@@ -203,19 +209,26 @@ BEGIN
         END IF;
         -- The filter is a scalar subquery per candidate, not a join: a join lets the planner
         -- (which guesses jsonb conditions at 0.1%) trade the index for a scan and a sort.
-        EXECUTE format(
-            'SELECT array_agg(object_id ORDER BY distance, object_id), array_agg(distance ORDER BY distance, object_id)
-             FROM (SELECT object_id, distance FROM (
-                     SELECT c.object_id, (c.embedding <-> $1)::float8 AS distance FROM (
-                       SELECT e.object_id, e.embedding FROM embeddings e
-                       WHERE e.feature_set_id = %s %s %s
-                       ORDER BY e.embedding::halfvec(%s) <-> $1::halfvec(%s)
-                       LIMIT $2) AS c) AS r
-                   ORDER BY distance, object_id LIMIT $3) AS t',
+        stmt := format(
+            'SELECT object_id, distance FROM (
+               SELECT c.object_id, (c.embedding <-> $1)::float8 AS distance FROM (
+                 SELECT e.object_id, e.embedding FROM embeddings e
+                 WHERE e.feature_set_id = %s %s %s
+                 ORDER BY e.embedding::halfvec(%s) <-> $1::halfvec(%s)
+                 LIMIT $2) AS c) AS r
+             ORDER BY distance, object_id LIMIT $3',
             fs_id, not_self,
             CASE WHEN has_filter THEN format(
                 ' AND (SELECT true FROM images i WHERE i.object_id = e.object_id %s)', clause) ELSE '' END,
-            dim, dim)
+            dim, dim);
+        IF explain THEN
+            RAISE NOTICE 'simsearch: index scan, % rows estimated to match', coalesce(round(estimate)::text, 'all');
+            FOR line IN EXECUTE 'EXPLAIN ' || stmt USING query, pool, k, conditions, exclude LOOP
+                RAISE NOTICE '%', line;
+            END LOOP;
+        END IF;
+        EXECUTE format('SELECT array_agg(object_id ORDER BY distance, object_id),
+                               array_agg(distance ORDER BY distance, object_id) FROM (%s) AS t', stmt)
             INTO ids, dists USING query, pool, k, conditions, exclude;
         PERFORM set_config('hnsw.ef_search', old_ef, true);
         PERFORM set_config('hnsw.iterative_scan', old_iter, true);
@@ -228,14 +241,20 @@ BEGIN
         -- caller gets k rows whenever k rows match.
     END IF;
 
-    RETURN QUERY EXECUTE format(
+    stmt := format(
         'SELECT e.object_id, (e.embedding <-> $1)::float8 AS distance FROM embeddings e
          %s
          WHERE e.feature_set_id = %s %s %s
          ORDER BY distance, e.object_id LIMIT $3',
         CASE WHEN has_filter THEN 'JOIN images i ON i.object_id = e.object_id' ELSE '' END,
-        fs_id, not_self, clause)
-        USING query, NULL::integer, k, conditions, exclude;
+        fs_id, not_self, clause);
+    IF explain THEN
+        RAISE NOTICE 'simsearch: exact scan, % rows estimated to match', coalesce(round(estimate)::text, 'all');
+        FOR line IN EXECUTE 'EXPLAIN ' || stmt USING query, NULL::integer, k, conditions, exclude LOOP
+            RAISE NOTICE '%', line;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE stmt USING query, NULL::integer, k, conditions, exclude;
 END
 $fn$
 """
