@@ -25,14 +25,19 @@ def simsearch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("simsearch-home")
     saved = {
         k: os.environ.get(k)
-        for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL")
+        for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL", "SIMSEARCH_NO_DAEMON")
     }
     os.environ["SIMSEARCH_HOME"] = str(home)
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
     os.environ.pop("SIMSEARCH_MODEL", None)
+    # `query` works in-process in tests unless a test asks for the resident server
+    # (tests/test_client.py): no test leaves a server process behind by accident.
+    os.environ["SIMSEARCH_NO_DAEMON"] = "1"
     yield home
-    from simsearch import embedded
+    from simsearch import daemon, embedded
 
+    with contextlib.suppress(Exception):
+        daemon.stop()
     with contextlib.suppress(Exception):
         embedded.stop(home)
     for key, value in saved.items():
