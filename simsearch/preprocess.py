@@ -12,6 +12,7 @@ preprocessing and queries apply it exactly when the feature set was made with it
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,8 +113,10 @@ def decode_image(
         if _is_empty(path, data):
             raise ImageError(f"{path}: empty file (0 bytes); expected an image") from None
         raise ImageError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise _too_large(path) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses far past its limit before we see the size; its message has the count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, pixels=int(found.group(1)) if found else None) from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc})") from None
     width, height = image.size
@@ -182,8 +185,10 @@ def _is_empty(path: Path, data: bytes | None) -> bool:
         return False
 
 
-def _too_large(path: Path, width: int | None = None, height: int | None = None) -> ImageError:
-    size = f" ({width}x{height})" if width and height else ""
+def _too_large(
+    path: Path, width: int | None = None, height: int | None = None, pixels: int | None = None
+) -> ImageError:
+    size = f" ({width}x{height})" if width and height else f" ({pixels:,} pixels)" if pixels else ""
     return ImageError(
         f"{path}: image too large{size}; at most {MAX_IMAGE_PIXELS:,} pixels are decoded"
     )
