@@ -113,3 +113,63 @@ def scan(
     chosen = load_model(model or config.model_path(), overrides)
     (vector,) = chosen.embed_files([image])
     return exact_scan(iter_shards(listing, dimension=len(vector)), vector, n)
+
+
+BATCH_IMAGES = 32  # images per inference batch: bounds memory, keeps the model busy
+
+
+def expand_images(paths: Sequence[Path]) -> list[Path]:
+    """Query images: files as given, folders as the image files under them, sorted."""
+    from .gallery import list_images
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(path / relative for relative in list_images(path))
+        else:
+            found.append(path)
+    return found
+
+
+def query_many(
+    images: Sequence[Path] = (),
+    ids: Sequence[str] = (),
+    n: int = 10,
+    feature_set: str | None = None,
+    model: str | None = None,
+    exact: bool = False,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    candidates: int = DEFAULT_CANDIDATES,
+    overrides: Overrides | None = None,
+    where: dict[str, object] | None = None,
+) -> list[tuple[str, list[Match]]]:
+    """One result list per query image (path) and per stored id, on one connection and model.
+
+    A stored id's own row is left out of its results, as in ``simsearch_similar``. ``where``
+    is the JSON filter of ``simsearch.filters``; filtered queries always return n rows when
+    at least n rows match.
+    """
+    from . import sql_surface
+
+    with database.connect() as conn:
+        fs = choose_feature_set(store.feature_sets(conn), feature_set)
+        conn.commit()
+
+        def search(vector: np.ndarray, exclude: str | None) -> list[Match]:
+            if where or exclude is not None:
+                return sql_surface.knn_filtered(
+                    conn, fs, vector, n, where, exact, max(ef_search, candidates), exclude
+                )
+            return store.knn(conn, fs, vector, n, exact, ef_search, candidates)
+
+        results: list[tuple[str, list[Match]]] = []
+        for object_id in ids:
+            vector = sql_surface.stored_vector(conn, fs, object_id)
+            results.append((object_id, search(vector, object_id)))
+        if images:
+            chosen = model_for(fs, model, overrides)
+            for start in range(0, len(images), BATCH_IMAGES):
+                batch = images[start : start + BATCH_IMAGES]
+                for path, vector in zip(batch, chosen.embed_files(batch), strict=True):
+                    results.append((str(path), search(vector, None)))
+        return results
