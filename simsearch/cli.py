@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import SimsearchError
+from .errors import InputError, SimsearchError
 
 _EPILOG = """environment:
   SIMSEARCH_DATABASE_URL  PostgreSQL URL of an external server (unset: the embedded one)
@@ -75,9 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser(
         "query", help="print the stored images most similar to a photo",
         description="Embed IMAGE with the feature set's model and print OBJECT_ID DISTANCE "
-        "lines, nearest first.",
+        "lines, nearest first. Several images (or a folder): one model load, batched "
+        "inference, one block per image headed '# PATH'. --id queries with a stored vector.",
     )
-    query.add_argument("image", type=Path, metavar="IMAGE")
+    query.add_argument(
+        "images", type=Path, nargs="*", metavar="IMAGE", help="image files or folders of images"
+    )
+    query.add_argument(
+        "--id", dest="ids", action="append", default=[], metavar="OBJECT_ID",
+        help="query with this stored image's vector, itself left out (repeatable)",
+    )
+    query.add_argument(
+        "--where", action="append", default=[], metavar="COND",
+        help="only images with KEY=VALUE, KEY!=VALUE or a range such as 'width>=1024' or "
+        "'added_at<2026-01-01'; KEY is an images column or a meta key (repeatable, all must hold)",
+    )
     query.add_argument("-n", type=_positive, default=10, help="how many results (default 10)")
     query.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
     _model_options(query, "override the feature set's model")
@@ -116,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     index_build.add_argument("--drop", action="store_true", help="drop the index instead")
     index_build.set_defaults(run=_index_build)
     _add_embedding_commands(commands)
+    _add_sql_surface_commands(commands)
 
     db = commands.add_parser("db", help="the database: status, url, upgrade, stop")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
@@ -177,6 +190,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
+    if args.ids or args.where or len(args.images) != 1 or args.images[0].is_dir():
+        return _query_many(args)
+    args.image = args.images[0]
     from .search import DEFAULT_EF_SEARCH, query
 
     (matches,) = query(
@@ -196,6 +212,114 @@ def _scan(args: argparse.Namespace) -> int:
     from .search import scan
 
     _print_matches(scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json)
+    return 0
+
+
+def _query_many(args: argparse.Namespace) -> int:
+    """Several queries, --id or --where: in-process, one block (or JSON line) per query."""
+    from .filters import parse_where
+    from .search import DEFAULT_EF_SEARCH, expand_images, query_many
+
+    if not args.images and not args.ids:
+        raise InputError("query: expected an IMAGE, a folder of images or --id OBJECT_ID")
+    images = expand_images(args.images)
+    if not images and not args.ids:
+        raise InputError(f"query: no image files under {', '.join(map(str, args.images))}")
+    results = query_many(
+        images,
+        args.ids,
+        n=args.n,
+        feature_set=args.feature_set,
+        model=args.model,
+        exact=args.exact,
+        ef_search=args.ef or DEFAULT_EF_SEARCH,
+        overrides=_overrides(args),
+        where=parse_where(args.where),
+    )
+    if len(results) == 1 and len(args.images) <= 1 and not any(p.is_dir() for p in args.images):
+        _print_matches(results[0][1], args.json)  # one query: the single-image format
+        return 0
+    for number, (label, matches) in enumerate(results):
+        if args.json:
+            rows = [{"object_id": m.object_id, "distance": m.distance} for m in matches]
+            key = "id" if number < len(args.ids) else "image"
+            print(json.dumps({key: label, "results": rows}))
+            continue
+        print(f"{chr(10) if number else ''}# {label}")
+        _print_matches(matches, False)
+    return 0
+
+
+def _add_sql_surface_commands(commands) -> None:  # type: ignore[no-untyped-def]
+    meta = commands.add_parser("meta", help="image metadata: import")
+    meta_commands = meta.add_subparsers(title="commands", metavar="COMMAND")
+    meta_import = meta_commands.add_parser(
+        "import", help="upsert image metadata from a CSV or JSON-lines file by object_id",
+        description="Each record needs object_id. path, bytes, width, height and added_at go "
+        "to the images table's columns; every other field is merged into images.meta (jsonb). "
+        "Prints rows matched, added and rejected (one line per rejected row, on stderr).",
+    )
+    meta_import.add_argument("file", type=Path, metavar="FILE.csv|FILE.jsonl")
+    meta_import.set_defaults(run=_meta_import)
+    meta.set_defaults(run=lambda args: meta.print_help() or 2)
+
+    delete = commands.add_parser(
+        "delete", help="delete images (or their rows in one feature set)",
+        description="Without --feature-set: delete the images, their metadata and their rows "
+        "in every feature set. With it: delete only that feature set's rows. The shard ledger "
+        "counts deleted rows, so re-ingesting unchanged shards does not bring them back "
+        "(ingest --replace does).",
+    )
+    delete.add_argument("object_ids", nargs="+", metavar="OBJECT_ID")
+    delete.add_argument("--feature-set", metavar="NAME", help="delete only from this feature set")
+    delete.set_defaults(run=_delete)
+
+    drop = commands.add_parser(
+        "drop", help="delete a feature set: its rows, ledger and index (images stay)",
+    )
+    drop.add_argument("feature_set", metavar="FEATURE_SET")
+    drop.set_defaults(run=_drop)
+
+
+def _meta_import(args: argparse.Namespace) -> int:
+    from .metadata import import_file
+
+    report = import_file(args.file)
+    for line in report.rejected:
+        print(f"rejected {line}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from . import database, sql_surface, store
+    from .search import choose_feature_set
+
+    with database.connect() as conn:
+        fs = None
+        if args.feature_set is not None:
+            fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
+            conn.commit()
+        report = sql_surface.delete_objects(conn, args.object_ids, fs)
+    where = f"feature set {fs.name!r}" if fs else "every feature set"
+    line = f"deleted {report.embeddings:,} rows from {where}"
+    if fs is None:
+        line += f" and {report.images:,} images"
+    print(line)
+    for object_id in report.missing:
+        print(f"warning: no image with object id {object_id!r}", file=sys.stderr)
+    return 0
+
+
+def _drop(args: argparse.Namespace) -> int:
+    from . import database, sql_surface, store
+    from .search import choose_feature_set
+
+    with database.connect() as conn:
+        fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
+        conn.commit()
+        rows = sql_surface.drop_feature_set(conn, fs)
+    print(f"dropped feature set {fs.name!r} ({rows:,} rows, its ledger and index)")
     return 0
 
 
