@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from psycopg.types.json import Jsonb
-
 from data import write_shards
+from psycopg.types.json import Jsonb
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 KNOWN_ID = "5577b063d1f4c2e9a8b7c6d5e4f3a2b1c0d9a360.jpg"  # the README's examples use it
@@ -40,8 +39,11 @@ class Photos:
         self.columns: list[dict[str, Any]] = []
         for j in range(ROWS):
             self.meta.append(
-                {"color": "red" if j % 2 == 0 else "blue", "bucket": (j * 7919) % 1000,
-                 "rating": j % 5 + 1}
+                {
+                    "color": "red" if j % 2 == 0 else "blue",
+                    "bucket": (j * 7919) % 1000,
+                    "rating": j % 5 + 1,
+                }
             )
             self.columns.append(
                 {"width": 100 + (j * 37) % 2000, "added_at": START + timedelta(days=j % 90)}
@@ -68,7 +70,10 @@ class Photos:
         return self.meta[j].get(key)
 
     def exact(
-        self, query: np.ndarray, k: int, where: dict[str, Any] | None = None,
+        self,
+        query: np.ndarray,
+        k: int,
+        where: dict[str, Any] | None = None,
         exclude: str | None = None,
     ) -> list[str]:
         keep = self.matches(where or {})
@@ -88,8 +93,12 @@ def _holds(value: Any, op: str, bound: Any) -> bool:
         if bound.tzinfo is None:
             bound = bound.replace(tzinfo=UTC)
     return {
-        "=": value == bound, "!=": value != bound, "<": value < bound,
-        "<=": value <= bound, ">": value > bound, ">=": value >= bound,
+        "=": value == bound,
+        "!=": value != bound,
+        "<": value < bound,
+        "<=": value <= bound,
+        ">": value > bound,
+        ">=": value >= bound,
     }[op]
 
 
@@ -217,14 +226,16 @@ def test_filtered_returns_k_rows_with_recall(
 def test_filtered_index_path_uses_index(photos: Photos, conn: Any) -> None:
     conn.execute("SET simsearch.exact_below = 1")
     plan = _explain(
-        conn, "SELECT * FROM simsearch_knn('photos', %s, 10, '{\"bucket\": {\"<\": 100}}')",
+        conn,
+        "SELECT * FROM simsearch_knn('photos', %s, 10, '{\"bucket\": {\"<\": 100}}')",
         [_queries(photos, 1)[0]],
     )
     assert plan[0].startswith("simsearch: index scan")
     assert any("Index Scan using embeddings_hnsw_" in line for line in plan)
     conn.execute("RESET simsearch.exact_below")
     plan = _explain(
-        conn, "SELECT * FROM simsearch_knn('photos', %s, 10, '{\"bucket\": {\"<\": 1}}')",
+        conn,
+        "SELECT * FROM simsearch_knn('photos', %s, 10, '{\"bucket\": {\"<\": 1}}')",
         [_queries(photos, 1)[0]],
     )
     assert plan[0].startswith("simsearch: exact scan")
@@ -235,7 +246,8 @@ def test_similar_excludes_itself(photos: Photos, conn: Any) -> None:
         query = photos.vectors[photos.index[object_id]]
         for exact in (True, False):
             got = [
-                r[0] for r in conn.execute(
+                r[0]
+                for r in conn.execute(
                     "SELECT object_id FROM simsearch_similar('photos', %s, 10, exact => %s)",
                     [object_id, exact],
                 ).fetchall()
@@ -248,7 +260,8 @@ def test_similar_excludes_itself(photos: Photos, conn: Any) -> None:
                 assert len(set(got) & set(expected)) >= 9
         where = {"color": "blue"}
         got = [
-            r[0] for r in conn.execute(
+            r[0]
+            for r in conn.execute(
                 "SELECT object_id FROM simsearch_similar('photos', %s, 5, %s, true)",
                 [object_id, Jsonb(where)],
             ).fetchall()
@@ -290,7 +303,10 @@ def test_errors_are_one_clear_line(photos: Photos, conn: Any) -> None:
         ("SELECT * FROM simsearch_similar('photos', %s, 0)", "expected k >= 1"),
         ("SELECT * FROM simsearch_similar('photos', %s, 3, '[1]')", "JSON object"),
         ("SELECT * FROM simsearch_similar('photos', %s, 3, '{\"w\": {\"~\": 1}}')", "operator"),
-        ("SELECT * FROM simsearch_similar('photos', %s, 3, '{\"width\": \"wide\"}')", "whole number"),
+        (
+            "SELECT * FROM simsearch_similar('photos', %s, 3, '{\"width\": \"wide\"}')",
+            "whole number",
+        ),
     ]
     for statement, message in cases:
         with pytest.raises(psycopg.Error, match=message):
@@ -317,14 +333,21 @@ def test_hostile_names_keys_and_values(photos: Photos, tmp_path: Path, cli: Any)
             ).fetchall()
             assert rows == []
         rows = conn.execute(
-            "SELECT object_id FROM simsearch_similar(%s, %s, 3, '{\"color\": \"red\"}')",
+            'SELECT object_id FROM simsearch_similar(%s, %s, 3, \'{"color": "red"}\')',
             [hostile, photos.ids[0]],
         ).fetchall()
         assert len(rows) == 3
         assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == ROWS
         conn.commit()
-    result = cli("query", "--id", photos.ids[0], "--feature-set", hostile, "--where",
-                 "color=red'; DROP TABLE images; --")
+    result = cli(
+        "query",
+        "--id",
+        photos.ids[0],
+        "--feature-set",
+        hostile,
+        "--where",
+        "color=red'; DROP TABLE images; --",
+    )
     assert result.code == 0 and result.out == ""
     assert cli("drop", hostile).code == 0
 
@@ -332,21 +355,48 @@ def test_hostile_names_keys_and_values(photos: Photos, tmp_path: Path, cli: Any)
 def test_cli_where_and_id(photos: Photos, cli: Any) -> None:
     object_id = photos.ids[7]
     query = photos.vectors[photos.index[object_id]]
-    result = cli("query", "--id", object_id, "-n", "5", "--exact", "--feature-set", "photos",
-                 "--where", "width>=1024", "--where", "color=red", "--where", "added_at<2026-01-20")
+    result = cli(
+        "query",
+        "--id",
+        object_id,
+        "-n",
+        "5",
+        "--exact",
+        "--feature-set",
+        "photos",
+        "--where",
+        "width>=1024",
+        "--where",
+        "color=red",
+        "--where",
+        "added_at<2026-01-20",
+    )
     assert result.code == 0, result.err
     where = {"width": {">=": 1024}, "color": "red", "added_at": {"<": "2026-01-20"}}
     assert [line.split()[0] for line in result.lines] == photos.exact(query, 5, where, object_id)
     result = cli("query", "--id", object_id, "-n", "5", "--feature-set", "photos", "--json")
     rows = json.loads(result.out)
     assert [r["object_id"] for r in rows] == photos.exact(query, 5, exclude=object_id)
-    result = cli("query", "--id", photos.ids[1], "--id", photos.ids[2], "--exact", "-n", "3",
-                 "--feature-set", "photos", "--json")
+    result = cli(
+        "query",
+        "--id",
+        photos.ids[1],
+        "--id",
+        photos.ids[2],
+        "--exact",
+        "-n",
+        "3",
+        "--feature-set",
+        "photos",
+        "--json",
+    )
     blocks = [json.loads(line) for line in result.lines]
     assert [b["id"] for b in blocks] == photos.ids[1:3]
     for block in blocks:
         vector = photos.vectors[photos.index[block["id"]]]
-        assert [r["object_id"] for r in block["results"]] == photos.exact(vector, 3, exclude=block["id"])
+        assert [r["object_id"] for r in block["results"]] == photos.exact(
+            vector, 3, exclude=block["id"]
+        )
     bad = cli("query", "--id", "missing.jpg", "--feature-set", "photos")
     assert bad.code == 1 and "has no object id 'missing.jpg'" in bad.err
     bad = cli("query", "--id", object_id, "--feature-set", "photos", "--where", "width>=wide")
@@ -377,9 +427,12 @@ def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Pat
                WHERE f.name = 'scratch'"""
         ).fetchone()[0]
         assert stored == 497
-        assert conn.execute(
-            "SELECT count(*) FROM images WHERE object_id = ANY(%s)", [gone]
-        ).fetchone()[0] == 3  # image rows stay
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM images WHERE object_id = ANY(%s)", [gone]
+            ).fetchone()[0]
+            == 3
+        )  # image rows stay
         conn.commit()
     # Re-ingesting the unchanged shards neither resurrects nor duplicates.
     again = cli("ingest", data, "--feature-set", "scratch")
@@ -393,9 +446,12 @@ def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Pat
     result = cli("drop", "scratch")
     assert result.code == 0 and "dropped feature set 'scratch' (497 rows" in result.out
     with database.connect() as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
-        ).fetchone()[0] == 1  # only photos' index is left
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
+            ).fetchone()[0]
+            == 1
+        )  # only photos' index is left
         assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == ROWS
         conn.commit()
     bad = cli("drop", "scratch")
@@ -412,8 +468,11 @@ def test_delete_everywhere_removes_images(photos: Photos, cli: Any, tmp_path: Pa
     result = cli("delete", "extra1.jpg", "extra2.jpg")
     assert result.code == 0 and "deleted 2 rows from every feature set and 2 images" in result.out
     with database.connect() as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM images WHERE object_id IN ('extra1.jpg', 'extra2.jpg')"
-        ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM images WHERE object_id IN ('extra1.jpg', 'extra2.jpg')"
+            ).fetchone()[0]
+            == 0
+        )
         conn.commit()
     assert cli("drop", "extra").code == 0
