@@ -124,7 +124,8 @@ def _start(p: daemon.Paths, print_note: bool) -> bool:
     """Start a background server unless one started meanwhile or starting failed lately."""
     try:
         with daemon.start_lock(p):
-            if daemon.running(p) is not None and p.socket.exists():
+            info = daemon.running(p)
+            if info is not None and info.get("ready"):
                 return True  # another client started it while we waited for the lock
             if daemon.failed_recently(p):
                 return False

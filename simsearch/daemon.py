@@ -223,8 +223,9 @@ def start_background(args: list[str], p: Paths | None = None, wait: float = STAR
         code = process.poll()
         if code is not None:
             raise ServerError(f"the simsearch server exited at start (code {code}); see {p.log}")
-        if p.socket.exists():  # renamed into place only once the server is ready
-            return process.pid
+        info = running(p)
+        if info is not None and info.get("pid") == process.pid and info.get("ready"):
+            return process.pid  # it marks itself ready once its socket is in place
         if time.monotonic() > deadline:
             raise ServerError(
                 f"the simsearch server did not answer within {wait:.0f} s; see {p.log}"

@@ -41,4 +41,4 @@ def stored_vector(conn: Connection, fs: FeatureSet, object_id: str) -> np.ndarra
         prepare=True,
     ).fetchone()
     conn.commit()
-    return None if row is None else np.asarray(row[0], dtype=np.float32)
+    return None if row is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
