@@ -476,3 +476,44 @@ def test_delete_everywhere_removes_images(photos: Photos, cli: Any, tmp_path: Pa
         )
         conn.commit()
     assert cli("drop", "extra").code == 0
+
+
+def test_bench_filters_runs_tiny(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    home = tmp_path / "home"
+    env = {**os.environ, "SIMSEARCH_HOME": str(home)}
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_filters",
+                "--tiny",
+                "--out",
+                str(out),
+                "--home",
+                str(home),
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "simsearch", "db", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+    text = out.read_text()
+    assert "## Other\n\nkept" in text and "## Filtered search" in text
+    assert "| 0.1% | 3 | chosen | 3 | 1.000 |" in text
