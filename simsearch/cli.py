@@ -14,7 +14,8 @@ from .errors import InputError, SimsearchError
 _EPILOG = """environment:
   SIMSEARCH_DATABASE_URL  PostgreSQL URL of an external server (unset: the embedded one)
   SIMSEARCH_HOME          where the embedded server and other state live
-  SIMSEARCH_MODEL         ONNX model used when a command names none"""
+  SIMSEARCH_MODEL         ONNX model used when a command names none
+  SIMSEARCH_NO_DAEMON     1: `query` always works in-process (as --no-daemon)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HNSW candidates searched (ef_search; default 100): higher is slower and surer",
     )
     query.add_argument("--json", action="store_true", help="print a JSON array")
+    query.add_argument(
+        "--no-daemon", action="store_true",
+        help="work in this process; by default a resident `simsearch serve` (started on demand) "
+        "does the work, which saves loading the libraries and the model each time",
+    )
     query.set_defaults(run=_query)
+    _add_server_commands(commands)
 
     scan = commands.add_parser(
         "scan", help="exact NumPy scan over shards on disk, no database (the reference)",
@@ -160,16 +167,20 @@ def _model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 def _overrides(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .model import Overrides
 
+    return Overrides(**_overrides_dict(args))
+
+
+def _overrides_dict(args: argparse.Namespace) -> dict[str, object]:
     size = args.input_size or (None, None)
-    return Overrides(
-        input_name=args.input_name,
-        output_name=args.output_name,
-        layout=args.layout,
-        width=size[0],
-        height=size[1],
-        mean=args.mean,
-        std=args.std,
-    )
+    return {
+        "input_name": args.input_name,
+        "output_name": args.output_name,
+        "layout": args.layout,
+        "width": size[0],
+        "height": size[1],
+        "mean": args.mean,
+        "std": args.std,
+    }
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -193,6 +204,14 @@ def _query(args: argparse.Namespace) -> int:
     if args.ids or args.where or len(args.images) != 1 or args.images[0].is_dir():
         return _query_many(args)
     args.image = args.images[0]
+    if not args.no_daemon:
+        # The thin client imports only the standard library; None means: work here instead.
+        from . import client
+
+        answer = client.query(_query_request(args), args.image)
+        if answer is not None:
+            _print_matches(answer, args.json)
+            return 0
     from .search import DEFAULT_EF_SEARCH, query
 
     (matches,) = query(
@@ -205,6 +224,106 @@ def _query(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
     )
     _print_matches(matches, args.json)
+    return 0
+
+
+def _query_request(args: argparse.Namespace) -> dict[str, object]:
+    """The query's options as the server takes them; paths absolute, as the server's cwd differs."""
+    model = args.model
+    if model is not None and not model.startswith("builtin:"):
+        model = str(Path(model).expanduser().resolve())
+    return {
+        "n": args.n,
+        "feature_set": args.feature_set,
+        "model": model,
+        "exact": args.exact,
+        "ef_search": args.ef,
+        "overrides": _overrides_dict(args),
+    }
+
+
+def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
+    serve = commands.add_parser(
+        "serve", help="the search server: HTTP API, web page, and the resident process for `query`",
+        description="Load each feature set's model and a connection pool once, then answer "
+        "HTTP on a loopback port (API and web page at /) and on a private Unix socket that "
+        "`simsearch query` uses. Ends on Ctrl-C, SIGTERM or `simsearch stop`.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="TCP port (8000; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--socket", type=Path, metavar="PATH",
+        help="Unix socket (default: under SIMSEARCH_HOME/run, where `query` looks)",
+    )
+    serve.add_argument(
+        "--image-root", type=Path, action="append", default=[], metavar="DIR",
+        help="folder that relative image paths in the database are under (repeatable)",
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=_positive, default=20, metavar="MB",
+        help="largest upload accepted (20 MB; larger: HTTP 413)",
+    )
+    serve.add_argument(
+        "--max-pixels", type=_positive, default=50_000_000, metavar="N",
+        help="largest image accepted, in pixels (50,000,000; larger: HTTP 422)",
+    )
+    serve.add_argument(
+        "--idle-timeout", type=float, default=None, metavar="SECONDS",
+        help="stop after this long without a request (default: never)",
+    )
+    serve.add_argument(
+        "--detach", action="store_true", help="run in the background; `simsearch stop` ends it"
+    )
+    # Started on demand by `query`: socket only, and replaced when the code or settings change.
+    serve.add_argument("--auto", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(run=_serve)
+
+    stop = commands.add_parser("stop", help="stop the search server (`simsearch serve`)")
+    stop.set_defaults(run=_stop)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.detach:
+        from . import daemon
+
+        pid = daemon.start_background(_serve_argv(args))
+        info = daemon.running() or {}
+        print(f"simsearch server (pid {pid}): {info.get('url') or info.get('socket')}")
+        return 0
+    from .server import serve
+
+    return serve(
+        host=args.host,
+        port=None if args.auto else args.port,
+        socket_path=args.socket,
+        auto=args.auto,
+        idle_timeout=args.idle_timeout,
+        image_roots=args.image_root,
+        max_upload=args.max_upload_mb * 2**20,
+        max_pixels=args.max_pixels,
+    )
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    """``serve``'s options again, for the detached process to parse."""
+    argv = ["--host", args.host, "--port", str(args.port)]
+    argv += ["--max-upload-mb", str(args.max_upload_mb), "--max-pixels", str(args.max_pixels)]
+    if args.socket is not None:
+        argv += ["--socket", str(args.socket.resolve())]
+    for root in args.image_root:
+        argv += ["--image-root", str(root.resolve())]
+    if args.idle_timeout is not None:
+        argv += ["--idle-timeout", str(args.idle_timeout)]
+    return argv
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from . import daemon
+
+    pid = daemon.stop()
+    print(f"stopped the simsearch server (pid {pid})" if pid else "no simsearch server was running")
     return 0
 
 
@@ -499,6 +618,10 @@ def _db_stop(args: argparse.Namespace) -> int:
     if config.database_url():
         print("SIMSEARCH_DATABASE_URL is set: simsearch does not manage that server")
         return 1
+    from . import daemon
+
+    if daemon.stop():  # it holds connections to the database
+        print("stopped the simsearch server")
     stopped = embedded.stop(config.home())
     print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
     return 0
