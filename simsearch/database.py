@@ -103,6 +103,7 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
     try:
         check_known(schema_revision(conn))  # another process may have upgraded meanwhile
+        require_pgvector(conn)
         target = conninfo()
         engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(target))
         try:
@@ -118,6 +119,34 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
         conn.commit()
+
+
+def require_pgvector(conn: psycopg.Connection[Any]) -> None:
+    """Enable pgvector, or say in one line why it cannot be and what to do."""
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector'),
+                  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')"""
+    ).fetchone()
+    conn.rollback()
+    if row is not None and row[0]:
+        return
+    if row is None or not row[1]:
+        raise DatabaseError(
+            f"{describe()} lacks the pgvector extension (vector), which simsearch needs; install "
+            "it on that server (https://github.com/pgvector/pgvector#installation, or run the "
+            "pgvector/pgvector Docker image), or unset SIMSEARCH_DATABASE_URL to use the "
+            "embedded server, which includes it"
+        )
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.commit()
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+        raise DatabaseError(
+            f"{describe()}: pgvector is installed but not enabled in database "
+            f"{conn.info.dbname!r}, and user {conn.info.user!r} may not enable it; ask a "
+            f"superuser to run: CREATE EXTENSION vector; in database {conn.info.dbname!r}"
+        ) from None
 
 
 def migrations_dir() -> Path:

@@ -149,7 +149,23 @@ def inspect(session: Any, path: Path, overrides: Overrides) -> Interface:
     else:
         output = outputs.get("feature_vector") or next(iter(outputs.values()))
     dimension = _declared_dimension(list(output.shape or []))
+    if dimension is None:
+        dimension = _probe_dimension(session, image_input.name, output.name, preprocess)
     return Interface(image_input.name, output.name, preprocess, dimension)
+
+
+def _probe_dimension(
+    session: Any, input_name: str, output_name: str, spec: Preprocess
+) -> int | None:
+    """The output size, from one blank image, when the model leaves it symbolic: so that a
+    model giving vectors of the wrong size is refused up front, not at the first search."""
+    h, w = spec.height, spec.width
+    shape = (1, h, w, 3) if spec.layout == "NHWC" else (1, 3, h, w)
+    try:
+        (output,) = session.run([output_name], {input_name: np.zeros(shape, np.float32)})
+    except Exception:  # a model that cannot take a blank image says why when it is used
+        return None
+    return int(np.prod(np.shape(output)[1:])) or None
 
 
 def file_sha256(path: Path) -> str:

@@ -32,8 +32,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def tcp_cluster(folder: Path) -> Iterator[str]:
-    """Yield the URL (with password) of a fresh cluster on 127.0.0.1; stop it afterwards."""
+def tcp_cluster(folder: Path, bindir: Path | None = None) -> Iterator[str]:
+    """Yield the URL (with password) of a fresh cluster on 127.0.0.1; stop it afterwards.
+
+    ``bindir``: other PostgreSQL binaries (e.g. a copy of the embedded ones without pgvector).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     data, pwfile = folder / "data", folder / "pwfile"
     pwfile.write_text(PASSWORD + "\n")
@@ -48,7 +51,7 @@ def tcp_cluster(folder: Path) -> Iterator[str]:
         while parent != parent.parent:
             parent.chmod(parent.stat().st_mode | 0o055)
             parent = parent.parent
-    bindir = _bin_dir()
+    bindir = bindir or _bin_dir()
     subprocess.run(
         [
             bindir / "initdb",
