@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .model import BUILTIN_PREFIX, Model, Overrides, load_model
 from .preprocess import decode_image, draft_size, image_to_array
 
 DECODE_MODES = ("draft", "full")
+# Threads onnxruntime runs a batch on while the pool decodes the next (None: its default, every
+# core, spinning). Chosen by bench/bench_embed.py; see docs/benchmarks.md.
+INFERENCE_THREADS: int | None = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,10 @@ class _Decoded:
 
 
 def embedding_model(
-    ref: str | None, overrides: Overrides | None = None, decode: str | None = None
+    ref: str | None,
+    overrides: Overrides | None = None,
+    decode: str | None = None,
+    inference_threads: int | None = INFERENCE_THREADS,
 ) -> Model:
     """The model to embed a folder with, and its preprocessing.
 
@@ -60,7 +67,34 @@ def embedding_model(
     draft = decode == "draft"
     if model.preprocess.draft != draft:
         model = model.with_preprocess(replace(model.preprocess, draft=draft))
+    if inference_threads is not None:
+        model = Model(
+            model.ref, model.path, _session(model.path, inference_threads), model.interface
+        )
     return model
+
+
+def _session(path: Path, threads: int) -> Any:
+    """A session for bulk embedding whose inference leaves cores to the decoding threads.
+
+    onnxruntime's default uses every core and spins while idle, which starves the decoders that
+    run beside it; a session of its own (created once per process) avoids that.
+    """
+    key = (path, threads)
+    if key not in _bulk_sessions:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _bulk_sessions[key] = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    return _bulk_sessions[key]
+
+
+_bulk_sessions: dict[tuple[Path, int], Any] = {}
 
 
 def embed_folder(

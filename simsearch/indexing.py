@@ -42,10 +42,9 @@ class IndexReport:
     index_built: bool = False
 
     def summary(self) -> str:
-        parts = [
-            f"{self.feature_set}: added {self.added:,} of {self.files:,} images in "
-            f"{self.seconds:.1f} s ({rate(self.added, self.seconds)} images/s)"
-        ]
+        parts = [f"{self.feature_set}: added {self.added:,} of {self.files:,} images"]
+        if self.added:
+            parts[0] += f" in {self.seconds:.1f} s ({rate(self.added, self.seconds)} images/s)"
         if self.known:
             parts.append(f"{self.known:,} already indexed")
         if self.duplicates:
