@@ -121,23 +121,24 @@ function el(name, attrs = {}, parent = null) {
   return node;
 }
 
-// Results on rings around the query: radius proportional to distance (the axis and the rings
-// give the scale), angle by rank so that near results spread out instead of piling up.
+// Results on rings around the query: radius grows linearly with distance from the query's edge
+// (the axis and the rings give the scale), angle by rank so that near results spread out.
 function drawMap(results) {
   const svg = $("map");
   svg.replaceChildren();
-  const cx = 320, cy = 210, R = 180, size = 44;
+  const cx = 320, cy = 210, R = 190, inner = 40, size = 44;
   const maxDistance = Math.max(...results.map((r) => r.distance), 1e-9);
   const step = niceStep(maxDistance);
   const top = Math.ceil(maxDistance / step) * step;
-  const scale = R / top;
-  for (let d = step; d <= top + 1e-9; d += step) {
-    el("circle", { class: "ring", cx, cy, r: d * scale }, svg);
+  const scale = (R - inner) / top;
+  const radiusOf = (d) => inner + d * scale;
+  for (let d = 0; d <= top + 1e-9; d += step) {
+    el("circle", { class: "ring", cx, cy, r: radiusOf(d) }, svg);
   }
   const axis = el("g", { class: "axis-group" }, svg);
-  el("line", { class: "axis", x1: cx, y1: cy + R + 14, x2: cx + R, y2: cy + R + 14 }, axis);
+  el("line", { class: "axis", x1: cx + inner, y1: cy + R + 14, x2: cx + R, y2: cy + R + 14 }, axis);
   for (let d = 0; d <= top + 1e-9; d += step) {
-    const x = cx + d * scale;
+    const x = cx + radiusOf(d);
     el("line", { class: "axis", x1: x, y1: cy + R + 10, x2: x, y2: cy + R + 18 }, axis);
     el("text", { class: "tick", x, y: cy + R + 30, "text-anchor": "middle" }, axis).textContent =
       Number(d.toFixed(4)).toString();
@@ -146,7 +147,7 @@ function drawMap(results) {
   const golden = Math.PI * (3 - Math.sqrt(5));
   const spots = results.map((r, i) => {
     const angle = -Math.PI / 2 + i * golden;
-    const radius = r.distance * scale;
+    const radius = radiusOf(r.distance);
     return { r, i, x: cx + radius * Math.cos(angle), y: cy + radius * Math.sin(angle) };
   });
   for (const s of spots) el("line", { class: "spoke", x1: cx, y1: cy, x2: s.x, y2: s.y }, svg);
