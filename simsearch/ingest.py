@@ -88,6 +88,9 @@ def ingest(
             )
         elif chosen_model is not None and chosen_model.ref != fs.model:
             store.set_model(conn, fs, *_model_record(chosen_model))  # type: ignore[arg-type]
+        # End the checks' read transaction, or every load_shard below would be a savepoint in
+        # it: one commit at the end, so a kill -9 would lose all shards and queries see none.
+        conn.commit()
 
         for number, files in enumerate(pending, 1):
             shard = read_shard(files, fs.dimension)
