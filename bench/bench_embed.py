@@ -64,20 +64,10 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def timed(run: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
-    """Median images/s over ``repeats`` runs, and every run's figure."""
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - started))
-    return statistics.median(rates), rates
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=192)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory")
     args = parser.parse_args(argv)
@@ -122,33 +112,43 @@ def main(argv: list[str] | None = None) -> int:
             return run
 
         rows: list[tuple[str, float, list[float]]] = []
-
-        def measure(label: str, run: Callable[[], int]) -> None:
-            median, rates = timed(run, args.repeats)
-            rows.append((label, median, rates))
-            print(f"  {label:<60} {median:6.1f} images/s", flush=True)
-
-        measure("serial, full decode, ort default (no lever)", serial(full))
-        measure("serial, draft decode, ort default", serial(draft))
-        measure("2 decode threads + overlap, full decode, ort default", pipeline(full))
-        measure("2 decode threads + overlap, draft decode, ort default", pipeline(draft))
-        measure(
-            f"2 decode threads + overlap, draft, ort {threads} thread(s) no spin [default]",
-            pipeline(draft1),
-        )
-        measure(
-            f"1 decode thread + overlap, draft, ort {threads} no spin", pipeline(draft1, workers=1)
-        )
-        measure(
-            f"3 decode threads + overlap, draft, ort {threads} no spin", pipeline(draft1, workers=3)
-        )
+        cases: list[tuple[str, Callable[[], int]]] = [
+            ("serial, full decode, ort default (no lever)", serial(full)),
+            ("serial, draft decode, ort default", serial(draft)),
+            ("2 decode threads + overlap, full decode, ort default", pipeline(full)),
+            ("2 decode threads + overlap, draft decode, ort default", pipeline(draft)),
+            (
+                f"2 decode threads + overlap, draft, ort {threads} thread no spin [default]",
+                pipeline(draft1),
+            ),
+            (
+                f"1 decode thread + overlap, draft, ort {threads} no spin",
+                pipeline(draft1, workers=1),
+            ),
+            (
+                f"3 decode threads + overlap, draft, ort {threads} no spin",
+                pipeline(draft1, workers=3),
+            ),
+            ("default pipeline, batch 8", pipeline(draft1, 8)),
+            ("default pipeline, batch 64", pipeline(draft1, 64)),
+            *_parts(paths, full, draft1),
+            *_end_to_end(folder, work),
+        ]
         if threads != 2:
             draft2 = embedding_model(None, decode="draft", inference_threads=2)
-            measure("2 decode threads + overlap, draft, ort 2 no spin", pipeline(draft2))
-        for batch in (8, 64):
-            measure(f"default pipeline, batch {batch}", pipeline(draft1, batch))
-        _decode_only(paths, full, draft1, rows, args.repeats)
-        _end_to_end(folder, work, rows, args.repeats, len(paths))
+            cases.insert(7, ("2 decode threads + overlap, draft, ort 2 no spin", pipeline(draft2)))
+        # Round-robin: every case once per round, so that load from other work on the machine
+        # falls on all of them alike rather than on whichever ran while it peaked.
+        rates: dict[str, list[float]] = {label: [] for label, _ in cases}
+        for round_ in range(args.repeats):
+            for label, run in cases:
+                started = time.perf_counter()
+                count = run()
+                rates[label].append(count / (time.perf_counter() - started))
+            print(f"round {round_ + 1}/{args.repeats} done", flush=True)
+        for label, _ in cases:
+            rows.append((label, statistics.median(rates[label]), rates[label]))
+            print(f"  {label:<64} {rows[-1][1]:6.1f} images/s", flush=True)
 
     cores = os.cpu_count()
     lines = _section(rows, len(paths), megapixels, mbytes, cores, args.repeats)
@@ -159,54 +159,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _decode_only(paths, full, draft, rows, repeats) -> None:  # type: ignore[no-untyped-def]
-    """Decode + resize alone, one thread: what the model waits for per image."""
+def _parts(paths, full, pipeline_model) -> list[tuple[str, Callable[[], int]]]:  # type: ignore[no-untyped-def]
+    """Decoding alone (one thread) and inference alone: what each stage costs by itself."""
     from simsearch.preprocess import load_batch
 
-    for label, model in (
-        ("decode+resize only, full, 1 thread", full),
-        ("decode+resize only, draft, 1 thread", draft),
-    ):
-        spec = model.preprocess
-
-        def run(spec=spec) -> int:  # type: ignore[no-untyped-def]
+    def decode(spec):  # type: ignore[no-untyped-def]
+        def run() -> int:
             for start in range(0, len(paths), 32):
                 load_batch(paths[start : start + 32], spec)
             return len(paths)
 
-        median, rates = timed(run, repeats)
-        rows.append((label, median, rates))
-        print(f"  {label:<60} {median:6.1f} images/s", flush=True)
+        return run
+
     batch = np.zeros((32, 224, 224, 3), np.float32)
+    rounds = max(1, len(paths) // 32)
 
-    def infer() -> int:
-        for _ in range(max(1, len(paths) // 32)):
-            full.run(batch)
-        return max(1, len(paths) // 32) * 32
+    def infer(model):  # type: ignore[no-untyped-def]
+        def run() -> int:
+            for _ in range(rounds):
+                model.run(batch)
+            return rounds * 32
 
-    median, rates = timed(infer, repeats)
-    rows.append(("inference only (batch 32), ort default", median, rates))
-    print(f"  {'inference only, ort default':<60} {median:6.1f} images/s", flush=True)
+        return run
 
-    def infer1() -> int:
-        for _ in range(max(1, len(paths) // 32)):
-            draft.run(batch)
-        return max(1, len(paths) // 32) * 32
-
-    median, rates = timed(infer1, repeats)
-    label = "inference only (batch 32), ort pipeline session"
-    rows.append((label, median, rates))
-    print(f"  {label:<60} {median:6.1f} images/s", flush=True)
+    return [
+        ("decode+resize only, full, 1 thread", decode(full.preprocess)),
+        ("decode+resize only, draft, 1 thread", decode(pipeline_model.preprocess)),
+        ("inference only (batch 32), ort default", infer(full)),
+        ("inference only (batch 32), ort pipeline session", infer(pipeline_model)),
+    ]
 
 
-def _end_to_end(folder: Path, work: Path, rows, repeats: int, count: int) -> None:  # type: ignore[no-untyped-def]
-    """The commands as users run them (in-process, files to shards / to the database)."""
+def _end_to_end(folder: Path, work: Path) -> list[tuple[str, Callable[[], int]]]:
+    """The commands as users run them (in-process): files to shards, files to the database."""
     os.environ.setdefault("SIMSEARCH_HOME", str(work / "home"))
     from simsearch import database, store
     from simsearch.embed import embed
     from simsearch.indexing import index
 
-    runs = iter(range(1_000))
+    runs = iter(range(1_000_000))
 
     def run_embed() -> int:
         report = embed(folder, work / f"shards{next(runs)}")
@@ -224,13 +215,10 @@ def _end_to_end(folder: Path, work: Path, rows, repeats: int, count: int) -> Non
 
     with database.connect():
         pass  # start the server before timing
-    for label, run in (
-        ("simsearch embed (end to end, shards)", run_embed),
-        ("simsearch index (end to end, database)", run_index),
-    ):
-        median, rates = timed(run, repeats)
-        rows.append((label, median, rates))
-        print(f"  {label:<60} {median:6.1f} images/s", flush=True)
+    return [
+        ("simsearch embed (end to end, to shards)", run_embed),
+        ("simsearch index (end to end, into PostgreSQL)", run_index),
+    ]
 
 
 def _section(rows, count: int, megapixels: float, mbytes: float, cores, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
