@@ -19,8 +19,8 @@ from . import config, embedded
 from .errors import DatabaseError
 
 # The newest migration this code knows; tests hold it equal to Alembic's head.
-SCHEMA_REVISION = "0003"
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+SCHEMA_REVISION = "0004"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 _MIGRATION_LOCK = 7_411_001  # pg_advisory_lock key: one schema upgrade at a time
 
 

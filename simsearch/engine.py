@@ -19,6 +19,7 @@ import io
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from . import database, model, search, sql_server, store
 from .errors import FeatureSetError, ImageError, InputError
 from .model import Overrides
+from .preprocess import load_batch
 from .scan import Match
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; larger uploads are refused (422)
@@ -149,15 +151,29 @@ class Engine:
     # --- searching -----------------------------------------------------------------------
 
     def search_upload(
-        self, data: bytes, filename: str, n: int, feature_set: str | None, exact: bool, ef: int
+        self,
+        data: bytes,
+        filename: str,
+        n: int,
+        feature_set: str | None,
+        exact: bool,
+        ef: int,
+        timings: dict[str, float] | None = None,
     ) -> tuple[store.FeatureSet, list[Match]]:
-        """The nearest stored images to an uploaded photo: the CLI's embedding, the CLI's SQL."""
+        """The nearest stored images to an uploaded photo: the CLI's embedding, the CLI's SQL.
+
+        ``timings`` receives milliseconds per phase (for the Server-Timing header).
+        """
+        clock = _Clock(timings)
         fs = self.choose(feature_set)
         self._check_pixels(data)
         chosen = self._model(fs, None, None)
-        vector = self._embed_bytes(chosen, data, filename)
+        clock.lap("prepare")
+        vector = self._embed_bytes(chosen, data, filename, clock)
         with self.connection() as conn:
-            return fs, store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
+            matches = store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
+        clock.lap("knn")
+        return fs, matches
 
     def similar(
         self, object_id: str, n: int, feature_set: str | None, exact: bool, ef: int
@@ -193,26 +209,16 @@ class Engine:
         """The file the database records for ``object_id``; never a path from the request."""
         with self.connection() as conn:
             row = sql_server.image_rows(conn, [object_id]).get(object_id)
+            recorded = store.image_roots(conn)
         if row is None:
             raise NotFound(f"no image with object id {object_id!r}")
         if row.path is None:
             raise NotFound(f"object id {object_id!r} has no image file recorded")
-        found = self.resolve(row.path)
+        roots = [*self.image_roots, *(Path(r) for r in recorded)]
+        found = resolve(row.path, roots)
         if found is None:
             raise NotFound(f"the image file of object id {object_id!r} is not on this machine")
         return found
-
-    def resolve(self, stored: str) -> Path | None:
-        """A stored path as a file: absolute as it is, relative under one of the image roots."""
-        candidate = Path(stored)
-        if candidate.is_absolute():
-            return candidate if candidate.is_file() else None
-        for root in self.image_roots:
-            # resolve() follows '..' and links; the file must still be inside the root.
-            found = (root / candidate).resolve()
-            if found.is_relative_to(root) and found.is_file():
-                return found
-        return None
 
     # --- internals -----------------------------------------------------------------------
 
@@ -255,22 +261,59 @@ class Engine:
                 f"at most {self.max_pixels:,} pixels are accepted"
             )
 
-    def _embed_bytes(self, chosen: model.Model, data: bytes, filename: str) -> np.ndarray:
-        # Through a file, so an upload is embedded by exactly the code `simsearch query` runs.
+    def _embed_bytes(
+        self, chosen: model.Model, data: bytes, filename: str, clock: _Clock | None = None
+    ) -> np.ndarray:
+        # Through a file, so an upload is embedded by exactly the code `simsearch query` runs:
+        # Model.embed_files is run(load_batch(paths, preprocess)), split here so that decoding
+        # (Pillow releases the GIL) overlaps another request's inference.
         suffix = Path(filename).suffix.lower() if filename else ""
         fd, name = tempfile.mkstemp(prefix="simsearch-upload-", suffix=suffix[:10])
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            with self._inference:
-                try:
-                    (vector,) = chosen.embed_files([Path(name)])
-                except ImageError as exc:
-                    raise ImageError(str(exc).replace(name, "the uploaded file")) from None
-            return vector
+            try:
+                batch = load_batch([Path(name)], chosen.preprocess)
+            except ImageError as exc:
+                raise ImageError(str(exc).replace(name, "the uploaded file")) from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
+        clock = clock or _Clock(None)
+        clock.lap("decode")
+        with self._inference:
+            clock.lap("queue")
+            (vector,) = chosen.run(batch)
+        clock.lap("embed")
+        return vector
+
+
+def resolve(stored: str, roots: list[Path]) -> Path | None:
+    """A stored path as a file: absolute as it is, relative under the first root that has it."""
+    candidate = Path(stored)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    for root in roots:
+        # resolve() follows '..' and links; the file must still be inside the root.
+        base = root.resolve()
+        found = (base / candidate).resolve()
+        if found.is_relative_to(base) and found.is_file():
+            return found
+    return None
+
+
+class _Clock:
+    """Milliseconds per phase into ``timings``, when the caller wants them."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = (now - self.last) * 1000
+        self.last = now
 
 
 class ImageTooLarge(ImageError):

@@ -88,6 +88,7 @@ def index(
                 chosen.sha256,
                 chosen.preprocess.to_dict(),
             )
+        store.add_image_root(conn, fs, str(image_dir.resolve()))  # images.path is relative to it
         stored = store.object_ids(conn, fs)
         started = time.perf_counter()  # the rate is of embedding and loading, not server start
         seen: set[str] = set()

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from . import __version__, config, daemon, database, thumbnails
@@ -110,16 +110,30 @@ def create_app(
 
     @app.post("/search")
     def search(
+        response: Response,
         image: UploadFile = File(..., description="the query photo"),  # noqa: B008
         n: int = Query(10, ge=1, le=MAX_RESULTS),
         feature_set: str | None = None,
         exact: bool = False,
         ef: int = Query(DEFAULT_EF_SEARCH, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        """The stored images nearest to an uploaded photo (multipart field ``image``)."""
+        """The stored images nearest to an uploaded photo (multipart field ``image``).
+
+        The Server-Timing header gives milliseconds per phase: prepare, decode, queue (waiting
+        for the model), embed, knn, describe.
+        """
         data = image.file.read()
-        fs, matches = engine.search_upload(data, image.filename or "", n, feature_set, exact, ef)
-        return _answer(fs.name, engine.describe(matches))
+        timings: dict[str, float] = {}
+        fs, matches = engine.search_upload(
+            data, image.filename or "", n, feature_set, exact, ef, timings
+        )
+        started = time.perf_counter()
+        answer = _answer(fs.name, engine.describe(matches))
+        timings["describe"] = (time.perf_counter() - started) * 1000
+        response.headers["Server-Timing"] = ", ".join(
+            f"{name};dur={ms:.1f}" for name, ms in timings.items()
+        )
+        return answer
 
     @app.get("/similar/{object_id:path}")
     def similar(
@@ -388,8 +402,10 @@ def _raise_stopped(signum: int, frame: Any) -> None:
 def _tcp_socket(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _, proto, _, address = infos[0]
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
+        # without it keep-alive responses wait 40 ms for the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:

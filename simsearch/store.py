@@ -199,6 +199,28 @@ def image_paths(conn: Connection, object_ids: Sequence[str]) -> dict[str, str]:
     return dict(rows)
 
 
+def add_image_root(conn: Connection, fs: FeatureSet, root: str) -> None:
+    """Record the absolute folder that images.path values of this feature set are relative to."""
+    with conn.transaction():
+        conn.execute(
+            """UPDATE feature_sets SET image_roots = array_append(image_roots, %s)
+               WHERE id = %s AND NOT (%s = ANY(image_roots))""",
+            [root, fs.id, root],
+        )
+
+
+def image_roots(conn: Connection) -> list[str]:
+    """Every image folder recorded by `simsearch index`, oldest first."""
+    rows = conn.execute(
+        """SELECT root FROM (SELECT DISTINCT ON (root) root, id, pos
+                             FROM feature_sets, unnest(image_roots) WITH ORDINALITY AS r(root, pos)
+                             ORDER BY root, id, pos) AS roots
+           ORDER BY id, pos"""
+    ).fetchall()
+    conn.commit()
+    return [row[0] for row in rows]
+
+
 def analyze(conn: Connection) -> None:
     with conn.transaction():
         conn.execute("ANALYZE embeddings")

@@ -204,6 +204,13 @@ def test_images_are_served_from_the_files_the_database_knows(
     assert body == png.read_bytes()
 
 
+def test_index_records_the_image_folder(server: Server) -> None:
+    from simsearch import database, store
+
+    with database.connect() as conn:
+        assert str(server.gallery.resolve()) in store.image_roots(conn)
+
+
 def test_thumbnails_are_made_once_and_cached(
     server: Server, gallery: list[Path], simsearch_home: Path
 ) -> None:
