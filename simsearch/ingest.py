@@ -112,8 +112,9 @@ def ingest(
         if build_index and written and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS:
             if fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION:
                 progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
-                store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
-                report.index_built = True
+                report.index_built = store.build_index(
+                    conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True
+                )
     return report
 
 

@@ -24,6 +24,7 @@ from .shards import Shard
 
 Connection = psycopg.Connection[Any]
 _INGEST_LOCK = 7_411_002  # pg_advisory_xact_lock(key, feature_set_id): one loader per feature set
+_INDEX_LOCK = 7_411_003  # pg_advisory_xact_lock(key, feature_set_id): one index build at a time
 HNSW_MAX_HALFVEC_DIMENSION = 4000  # pgvector's limit for indexing halfvec
 
 
@@ -277,8 +278,11 @@ def _ann_query(fs: FeatureSet) -> sql.Composed:
     ).format(fs_id=sql.Literal(fs.id), dim=sql.Literal(fs.dimension))
 
 
-def build_index(conn: Connection, fs: FeatureSet, m: int, ef_construction: int) -> None:
-    """(Re)build the feature set's HNSW index on half-precision vectors."""
+def build_index(
+    conn: Connection, fs: FeatureSet, m: int, ef_construction: int, if_missing: bool = False
+) -> bool:
+    """(Re)build the feature set's HNSW index on half-precision vectors; False if ``if_missing``
+    and another process built it meanwhile (two ingests finishing at once)."""
     if fs.dimension > HNSW_MAX_HALFVEC_DIMENSION:
         raise FeatureSetError(
             f"feature set {fs.name!r} has dimension {fs.dimension}; pgvector indexes at most "
@@ -286,6 +290,15 @@ def build_index(conn: Connection, fs: FeatureSet, m: int, ef_construction: int) 
         )
     name = sql.Identifier(fs.index_name)
     with conn.transaction():
+        # Two builds at once would collide on the index's name in pg_class: one waits.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INDEX_LOCK, fs.id])
+        if if_missing:
+            valid = conn.execute(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                [fs.index_name],
+            ).fetchone()
+            if valid is not None and valid[0]:
+                return False
         conn.execute("SET LOCAL maintenance_work_mem = '2GB'")
         conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
@@ -307,6 +320,7 @@ def build_index(conn: Connection, fs: FeatureSet, m: int, ef_construction: int) 
         conn.execute(
             "UPDATE feature_sets SET index_params = %s WHERE id = %s", [json.dumps(params), fs.id]
         )
+    return True
 
 
 def drop_index(conn: Connection, fs: FeatureSet) -> None:
