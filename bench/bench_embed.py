@@ -1,17 +1,18 @@
 """Embedding throughput: image files to feature vectors with the default model, images/s.
 
 Realistic input: scikit-image's sample photos upscaled to about 2 MP (1728x1152 or 1152x1728),
-shifted, cropped and noised so that no two files are alike, saved as JPEG quality 90 (about
-0.5 MB each, like a phone photo re-saved). Each lever is measured on its own:
+cropped and noised so that no two files are alike, saved as JPEG quality 90 (about
+0.4 MB each). Each lever is measured on its own, round-robin (every case once per round, so
+that load from other work on a shared machine falls on all cases alike):
 
-- serial:     ``Model.embed_files`` batch after batch, full decoding (no thread pool, no draft)
-- threads:    the pipeline (decode in a thread pool, overlapped with inference), full decoding
-- draft:      serial, with JPEG draft decoding
-- both:       the pipeline with draft decoding (what ``simsearch embed``/``index`` do)
-- batch size: the pipeline with draft at batches 8, 32, 64
-- end to end: ``simsearch embed`` (shards on disk) and ``simsearch index`` (into PostgreSQL)
+- serial: ``Model.embed_files`` batch after batch (no thread pool), full or draft decoding
+- the pipeline (``simsearch.embedding.embed_folder``): decoding in a thread pool overlapped
+  with inference; with onnxruntime's default session (every core, spinning) or the pipeline's
+  own (fewer threads, no spinning); with 1, 2 or 3 decode threads; at batches 8, 32, 64
+- each stage alone: decode+resize on one thread; inference alone
+- end to end: ``embed`` (files to shards) and ``index`` (files into PostgreSQL), in-process
 
-Run:  python bench/bench_embed.py [--images 256] [--repeats 3] [--write]
+Run:  python bench/bench_embed.py [--images 128] [--repeats 5] [--write] [--workdir DIR]
 ``--write`` replaces the "## Embedding throughput" section of docs/benchmarks.md.
 """
 

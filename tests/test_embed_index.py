@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simsearch import database
+from simsearch import database, store
 from simsearch.demo import edited_copy, sample_photos
 from simsearch.embed import embed
 from simsearch.embedding import embedding_model
 from simsearch.manifest import MANIFEST_NAME, read_manifest
 from simsearch.model import load_model
+from simsearch.search import model_for
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "camera")
 
@@ -198,6 +199,9 @@ def test_index_query_and_reindex(
         assert (height, width) == photos[name].shape[:2]  # as displayed (coffee is EXIF-rotated)
     assert fs_row[0] == "builtin:efficientnet-lite0" and fs_row[2]["draft"] is True
     assert fs_row[1] == load_model(None).sha256
+    with database.connect() as conn:
+        fs = store.feature_set(conn, "mine")
+    assert fs is not None and model_for(fs, None, None).preprocess.draft  # query decodes alike
 
     # The query needs only the photo: model and preprocessing come from the feature set.
     for name in ("chelsea", "coffee"):
@@ -242,3 +246,16 @@ def test_demo_runs_and_finds_the_original(cli, empty_db: None, tmp_path: Path) -
     assert all(p.stem == hashlib.sha1(p.read_bytes()).hexdigest() for p in gallery.glob("*.jpg"))
     rerun = cli("demo", "--workdir", tmp_path / "demo")
     assert rerun.code == 0 and "18 already indexed" in rerun.out
+
+
+def test_bench_embed_runs_on_a_tiny_size(empty_db: None, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_embed.py"
+    spec = importlib.util.spec_from_file_location("bench_embed", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--images", "3", "--repeats", "1", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "## Embedding throughput" in out and "simsearch index (end to end" in out
