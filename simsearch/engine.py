@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import database, model, search, sql_server, store
+from . import database, model, search, sql_server, sql_surface, store
 from .errors import FeatureSetError, ImageError, InputError
+from .filters import parse_where
 from .model import Overrides
 from .preprocess import load_batch
 from .scan import Match
@@ -158,6 +159,7 @@ class Engine:
         feature_set: str | None,
         exact: bool,
         ef: int,
+        where: list[str] | None = None,
         timings: dict[str, float] | None = None,
     ) -> tuple[store.FeatureSet, list[Match]]:
         """The nearest stored images to an uploaded photo: the CLI's embedding, the CLI's SQL.
@@ -165,26 +167,34 @@ class Engine:
         ``timings`` receives milliseconds per phase (for the Server-Timing header).
         """
         clock = _Clock(timings)
+        condition = parse_where(where or [])
         fs = self.choose(feature_set)
         self._check_pixels(data)
         chosen = self._model(fs, None, None)
         clock.lap("prepare")
         vector = self._embed_bytes(chosen, data, filename, clock)
         with self.connection() as conn:
-            matches = store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
+            matches = _knn(conn, fs, vector, n, exact, ef, condition)
         clock.lap("knn")
         return fs, matches
 
     def similar(
-        self, object_id: str, n: int, feature_set: str | None, exact: bool, ef: int
+        self,
+        object_id: str,
+        n: int,
+        feature_set: str | None,
+        exact: bool,
+        ef: int,
+        where: list[str] | None = None,
     ) -> tuple[store.FeatureSet, list[Match]]:
         """The nearest stored images to a stored one, by its stored vector."""
+        condition = parse_where(where or [])
         fs = self.choose(feature_set)
         with self.connection() as conn:
             vector = sql_server.stored_vector(conn, fs, object_id)
             if vector is None:
                 raise NotFound(f"feature set {fs.name!r} has no object id {object_id!r}")
-            return fs, store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
+            return fs, _knn(conn, fs, vector, n, exact, ef, condition)
 
     def cli_query(self, request: dict[str, Any]) -> list[list[Match]]:
         """What ``simsearch query`` would print: the same function, on a pooled connection."""
@@ -286,6 +296,22 @@ class Engine:
             (vector,) = chosen.run(batch)
         clock.lap("embed")
         return vector
+
+
+def _knn(
+    conn: store.Connection,
+    fs: store.FeatureSet,
+    vector: np.ndarray,
+    n: int,
+    exact: bool,
+    ef: int,
+    condition: dict[str, Any],
+) -> list[Match]:
+    """The same SQL as `simsearch query`: plain kNN, or with --where the filtered function."""
+    if condition:
+        ef_filtered = max(ef, search.DEFAULT_CANDIDATES)
+        return sql_surface.knn_filtered(conn, fs, vector, n, condition, exact, ef_filtered)
+    return store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
 
 
 def resolve(stored: str, roots: list[Path]) -> Path | None:

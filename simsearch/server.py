@@ -48,6 +48,11 @@ MAX_RESULTS = 1000
 WEB_DIR = Path(__file__).parent / "web"
 IMAGE_CACHE = "public, max-age=86400"
 
+WHERE = Query(
+    [],
+    description="metadata filters as in `simsearch query --where`, e.g. `width>=1024` or "
+    "`camera=X100`; repeat for several (all must hold)",
+)
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -116,6 +121,7 @@ def create_app(
         feature_set: str | None = None,
         exact: bool = False,
         ef: int = Query(DEFAULT_EF_SEARCH, ge=1, le=10_000),
+        where: list[str] = WHERE,
     ) -> dict[str, Any]:
         """The stored images nearest to an uploaded photo (multipart field ``image``).
 
@@ -125,7 +131,7 @@ def create_app(
         data = image.file.read()
         timings: dict[str, float] = {}
         fs, matches = engine.search_upload(
-            data, image.filename or "", n, feature_set, exact, ef, timings
+            data, image.filename or "", n, feature_set, exact, ef, where, timings
         )
         started = time.perf_counter()
         answer = _answer(fs.name, engine.describe(matches))
@@ -142,9 +148,10 @@ def create_app(
         feature_set: str | None = None,
         exact: bool = False,
         ef: int = Query(DEFAULT_EF_SEARCH, ge=1, le=10_000),
+        where: list[str] = WHERE,
     ) -> dict[str, Any]:
         """The stored images nearest to a stored one (itself first, at distance 0)."""
-        fs, matches = engine.similar(object_id, n, feature_set, exact, ef)
+        fs, matches = engine.similar(object_id, n, feature_set, exact, ef, where)
         return _answer(fs.name, engine.describe(matches))
 
     @app.get("/images/{object_id:path}", response_class=FileResponse)

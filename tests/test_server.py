@@ -193,6 +193,26 @@ def test_similar_searches_by_the_stored_vector(server: Server, gallery: list[Pat
     assert distances == sorted(distances)
 
 
+def test_where_filters_as_the_cli_does(server: Server, gallery: list[Path]) -> None:
+    from simsearch.filters import parse_where
+    from simsearch.search import query_many
+
+    photo = gallery[5]
+    status, answer = server.upload(photo.read_bytes(), photo.name, "?n=6&where=width%3E%3D120")
+    assert status == 200, answer
+    assert answer["results"] and all(r["width"] >= 120 for r in answer["results"])
+    ((_, expected),) = query_many(
+        [photo], n=6, feature_set="photos", where=parse_where(["width>=120"])
+    )
+    assert [(r["object_id"], r["distance"]) for r in answer["results"]] == [
+        (m.object_id, m.distance) for m in expected
+    ]
+    status, similar = server.get_json(f"/similar/{photo.name}?n=6&where=width%3E%3D120")
+    assert status == 200 and all(r["width"] >= 120 for r in similar["results"])
+    status, bad = server.get_json(f"/similar/{photo.name}?where=width%3E%3Dwide")
+    assert status == 422 and "width" in bad["error"]
+
+
 def test_images_are_served_from_the_files_the_database_knows(
     server: Server, gallery: list[Path]
 ) -> None:

@@ -18,6 +18,9 @@ function params() {
   const fs = $("feature-set").value;
   if (fs) q.set("feature_set", fs);
   if ($("exact").checked) q.set("exact", "true");
+  for (const condition of $("where").value.split(";")) {
+    if (condition.trim()) q.append("where", condition.trim());
+  }
   return q;
 }
 
