@@ -134,6 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index_build.add_argument("--drop", action="store_true", help="drop the index instead")
     index_build.set_defaults(run=_index_build)
+
+    evaluate = commands.add_parser(
+        "eval", help="recall@k of default (ANN) queries against the exact scan, with latencies",
+        description="Use a sample of stored vectors as queries; answer each by the default "
+        "query path and by the exact scan; print recall@k and p50/p95 latency per --ef.",
+    )
+    evaluate.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
+    evaluate.add_argument(
+        "--sample", type=_positive, default=100, help="stored vectors used as queries (100)"
+    )
+    evaluate.add_argument("-k", type=_positive, default=10, help="results compared (10)")
+    evaluate.add_argument(
+        "--ef", type=_positive, nargs="+", default=None, metavar="N",
+        help="ef_search settings to compare (default: the query default)",
+    )
+    evaluate.add_argument(
+        "--candidates", type=_positive, default=None, metavar="N",
+        help="candidates re-ranked exactly (default: as queries do)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="which sample (0)")
+    evaluate.add_argument("--json", action="store_true", help="print a JSON object")
+    evaluate.set_defaults(run=_eval)
     _add_embedding_commands(commands)
     _add_sql_surface_commands(commands)
 
@@ -467,6 +489,21 @@ def _index_build(args: argparse.Namespace) -> int:
         progress.note(f"building the HNSW index (m={args.m}, ef_construction={args.ef_construction}) ...")
         store.build_index(conn, fs, args.m, args.ef_construction)
         print(f"{fs.name}: built the HNSW index in {progress.elapsed:.1f} s")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .search import DEFAULT_EF_SEARCH
+
+    result = evaluate(
+        feature_set=args.feature_set, sample=args.sample, k=args.k,
+        ef_search=args.ef or [DEFAULT_EF_SEARCH], candidates=args.candidates, seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print("\n".join(result.lines()))
     return 0
 
 

@@ -7,8 +7,11 @@ a crash leaves whole shards only, and a re-run skips what the ledger holds.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from . import database, store
 from .errors import FeatureSetError, ShardError
@@ -21,6 +24,9 @@ from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
 AUTO_INDEX_ROWS = 20_000
 DEFAULT_M = 16
 DEFAULT_EF_CONSTRUCTION = 64
+# A load adding more than this share of a feature set's rows rebuilds its index (see
+# _rebuild_params); smaller loads insert into it. Break-even measured near 1/15.
+REBUILD_FRACTION = 0.05
 
 
 @dataclass
@@ -92,15 +98,30 @@ def ingest(
         # it: one commit at the end, so a kill -9 would lose all shards and queries see none.
         conn.commit()
 
-        for number, files in enumerate(pending, 1):
-            shard = read_shard(files, fs.dimension)
-            progress.update(
-                f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
-                f"{rate(report.rows, progress.elapsed)} rows/s",
-                force=True,
-            )
-            outcome = store.load_shard(conn, fs, shard, replace)
-            _record(report, shard, outcome)
+        rebuild = _rebuild_params(conn, fs, pending) if build_index else None
+        if rebuild is not None:
+            progress.note("dropping the HNSW index for the load; it is rebuilt afterwards")
+            store.drop_index(conn, fs)
+
+        # Read the next shard in a thread while the server stores this one: file reading and
+        # hashing overlap the COPY. At most two shards are in memory at a time.
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ahead = reader.submit(read_shard, pending[0], fs.dimension) if pending else None
+            for number, files in enumerate(pending, 1):
+                assert ahead is not None
+                shard = ahead.result()
+                ahead = (
+                    reader.submit(read_shard, pending[number], fs.dimension)
+                    if number < len(pending) else None
+                )
+                progress.update(
+                    f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
+                    f"{rate(report.rows, progress.elapsed)} rows/s",
+                    force=True,
+                )
+                outcome = store.load_shard(conn, fs, shard, replace)
+                _record(report, shard, outcome)
+                del shard
         progress.clear()
         report.seconds = progress.elapsed
 
@@ -109,13 +130,45 @@ def ingest(
             store.analyze(conn)
         report.total_rows = store.row_count(conn, fs)
         fs = store.feature_set(conn, name) or fs
-        if build_index and written and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS:
-            if fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION:
-                progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
-                report.index_built = store.build_index(
-                    conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True
-                )
+        if rebuild is not None and not fs.indexed:
+            m, efc = rebuild
+            progress.note(f"rebuilding the HNSW index on {report.total_rows:,} rows ...")
+            report.index_built = store.build_index(conn, fs, m, efc, if_missing=True)
+        elif (
+            build_index and written and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS
+            and fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION
+        ):
+            progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
+            report.index_built = store.build_index(
+                conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True
+            )
     return report
+
+
+def _rebuild_params(
+    conn: store.Connection, fs: store.FeatureSet, pending: list[ShardFiles]
+) -> tuple[int, int] | None:
+    """(m, ef_construction) when this load should drop the index and rebuild it afterwards.
+
+    HNSW keeps itself valid on INSERT, but one insert costs about fifteen times a bulk build's
+    share per row (1,000 rows into an indexed 20,000: 35 s; building all 20,000: 47 s; see
+    docs/benchmarks.md). So a load adding more than REBUILD_FRACTION of the stored rows drops
+    the index and rebuilds it with the same parameters; smaller loads insert into it.
+    """
+    if not fs.indexed:
+        return None
+    adding = sum(_rows_in(files) for files in pending)
+    stored = store.row_count(conn, fs)
+    if adding <= REBUILD_FRACTION * stored:
+        return None
+    params = fs.index_params or {}
+    m = int(params.get("m", DEFAULT_M))
+    return m, int(params.get("ef_construction", DEFAULT_EF_CONSTRUCTION))
+
+
+def _rows_in(files: ShardFiles) -> int:
+    # The header only: the shard was validated by _check_all already.
+    return int(np.load(files.features_path, mmap_mode="r", allow_pickle=False).shape[0])
 
 
 def _check_all(

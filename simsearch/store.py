@@ -113,6 +113,9 @@ def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) ->
     with conn.transaction():
         # Serialise loaders of one feature set, so two ingests of a directory never interleave.
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INGEST_LOCK, fs.id])
+        # A crash may lose the last shards committed, but with their ledger rows (same
+        # transaction), so a re-run loads them again; not waiting for each WAL flush is safe.
+        conn.execute("SET LOCAL synchronous_commit = off")
         previous = conn.execute(
             "SELECT id, sha256 FROM shards WHERE feature_set_id = %s AND name = %s",
             [fs.id, shard.name],
@@ -253,10 +256,11 @@ def knn(
                 prepare=True,
             ).fetchall()
         else:
-            pool = max(candidates, n)
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true)", [str(max(ef_search, pool))]
-            )
+            # An HNSW scan yields at most ef_search rows, so the candidates re-ranked are capped
+            # by it: ef_search is the one recall knob (--ef), candidates only trims the re-rank.
+            ef = max(ef_search, n)
+            pool = max(min(candidates, ef), n)
+            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
             rows = conn.execute(_ann_query(fs), [query, query, pool, n], prepare=True).fetchall()
     return [Match(object_id, float(distance)) for object_id, distance in rows]
 
@@ -335,6 +339,21 @@ def row_count(conn: Connection, fs: FeatureSet) -> int:
     ).fetchone()
     conn.commit()
     return int(row[0]) if row else 0
+
+
+def sample_vectors(
+    conn: Connection, fs: FeatureSet, count: int, seed: int = 0
+) -> list[np.ndarray]:
+    """Up to ``count`` stored vectors: the same ones for the same seed (ordered by id hash)."""
+    rows = conn.execute(
+        """SELECT embedding FROM embeddings WHERE feature_set_id = %s AND object_id IN (
+               SELECT object_id FROM embeddings WHERE feature_set_id = %s
+               ORDER BY md5(object_id || %s), object_id LIMIT %s)
+           ORDER BY md5(object_id || %s), object_id""",
+        [fs.id, fs.id, str(seed), count, str(seed)],
+    ).fetchall()
+    conn.commit()
+    return [np.asarray(row[0].to_numpy(), np.float32) for row in rows]
 
 
 def status(conn: Connection) -> list[FeatureSetStatus]:
