@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="work in this process; by default a resident `simsearch serve` (started on demand) "
         "does the work, which saves loading the libraries and the model each time",
     )
-    query.set_defaults(run=_query)
+    query.set_defaults(run=_query, query_parser=query)
     _add_server_commands(commands)
 
     scan = commands.add_parser(
@@ -362,7 +362,7 @@ def _query_many(args: argparse.Namespace) -> int:
     from .search import DEFAULT_EF_SEARCH, expand_images, query_many
 
     if not args.images and not args.ids:
-        raise InputError("query: expected an IMAGE, a folder of images or --id OBJECT_ID")
+        args.query_parser.error("expected IMAGE, a folder of images or --id OBJECT_ID")  # exit 2
     images = expand_images(args.images)
     if not images and not args.ids:
         raise InputError(f"query: no image files under {', '.join(map(str, args.images))}")
