@@ -402,7 +402,7 @@ def test_cli_where_and_id(photos: Photos, cli: Any) -> None:
     bad = cli("query", "--id", object_id, "--feature-set", "photos", "--where", "width>=wide")
     assert bad.code == 1 and "expected a whole number for width" in bad.err
     bad = cli("query", "--feature-set", "photos")
-    assert bad.code == 1 and "expected an IMAGE" in bad.err
+    assert bad.code == 2 and "expected IMAGE" in bad.err
 
 
 def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Path) -> None:
