@@ -62,7 +62,7 @@ def test_tiny_benchmark_runs_and_writes_its_report(tmp_path: Path, bench_home: P
         "## Ingest",
         "## kNN in SQL",
         "## Incremental ingest",
-        "## Cold CLI",
+        "## Cold CLI against the origin's algorithm",
         "## Memory",
     ):
         assert heading in text
