@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,14 @@ def print_result(result: DemoResult, out: TextIO) -> None:
         out.write(f"\nThe original photo ({result.original.name}) came first.\n")
     else:
         out.write(f"\nThe original photo ({result.original.name}) did NOT come first.\n")
-    out.write("\nTry next:\n")
+    out.write(f"\nTry next{_command_note()}:\n")
     for command, why in NEXT_STEPS:
         out.write(f"  {command:<58} # {why}\n")
+
+
+def _command_note() -> str:
+    """Where `simsearch` is, when the demo ran from a virtualenv that is not on PATH."""
+    exe = Path(sys.argv[0])
+    if exe.name != "simsearch" or shutil.which("simsearch") == str(exe):
+        return ""
+    return f" (simsearch is {exe}; `. {exe.parent}/activate` puts it on PATH)"
