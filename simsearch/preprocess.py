@@ -126,7 +126,7 @@ def decode_image(
     try:
         with image:
             rotated = exif_transpose and image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-            if draft is not None and image.format == "JPEG":
+            if draft is not None and image.format in ("JPEG", "MPO"):  # MPO: many cameras
                 # Ask for the size before rotation; Pillow keeps at least this many pixels.
                 image.draft("RGB", (draft[1], draft[0]) if rotated else draft)
             if exif_transpose:
