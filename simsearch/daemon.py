@@ -249,7 +249,7 @@ def note_failure(p: Paths) -> None:
 
 def failed_recently(p: Paths) -> bool:
     try:
-        return time.time() - p.failed.stat().st_mtime < RETRY_AFTER_FAILURE
+        return bool(time.time() - p.failed.stat().st_mtime < RETRY_AFTER_FAILURE)
     except OSError:
         return False
 

@@ -293,7 +293,7 @@ class Engine:
         clock.lap("decode")
         with self._inference:
             clock.lap("queue")
-            (vector,) = chosen.run(batch)
+            vector: np.ndarray = chosen.run(batch)[0]
         clock.lap("embed")
         return vector
 

@@ -26,7 +26,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import psycopg
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
 
 from . import __version__, config, daemon, database, thumbnails
 from .client import FINGERPRINT_HEADER
@@ -53,9 +54,6 @@ WHERE = Query(
     description="metadata filters as in `simsearch query --where`, e.g. `width>=1024` or "
     "`camera=X100`; repeat for several (all must hold)",
 )
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 # --- the application ----------------------------------------------------------------------
@@ -68,6 +66,7 @@ def create_app(
     auto: bool = False,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     thumbnail_dir: Path | None = None,
+    on_database_lost: Callable[[], None] | None = None,
     lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -93,6 +92,8 @@ def create_app(
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, psycopg.OperationalError) and on_database_lost is not None:
+            on_database_lost()  # e.g. the embedded server was stopped: its new port is not ours
         return _error(503, f"database: {database.redact(first)}")
 
     @app.get("/health")
@@ -254,7 +255,7 @@ class UploadLimit:
         received = 0
         started = False
 
-        async def counted() -> dict[str, Any]:
+        async def counted() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -263,7 +264,7 @@ class UploadLimit:
                     raise _TooLarge
             return message
 
-        async def tracked(message: dict[str, Any]) -> None:
+        async def tracked(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -283,7 +284,7 @@ class _TooLarge(Exception):
     pass
 
 
-async def _no_body() -> dict[str, Any]:
+async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
@@ -343,7 +344,7 @@ def serve(
                 + (f"{url} and " if url else "")
                 + f"socket {final_socket}"
             )
-            watcher = asyncio.create_task(_idle_watch(app, holder, idle_timeout))
+            watcher = asyncio.create_task(_watch(app, holder, idle_timeout, final_socket))
             try:
                 yield
             finally:
@@ -357,6 +358,10 @@ def serve(
             auto=auto,
             max_upload=max_upload,
             lifespan=lifespan,
+            # A server started on demand makes way; the next query starts a fresh one.
+            on_database_lost=(lambda: setattr(holder["server"], "should_exit", True))
+            if auto
+            else None,
         )
         server = uvicorn.Server(
             uvicorn.Config(
@@ -389,15 +394,18 @@ def serve(
         pid_file.release()
 
 
-async def _idle_watch(app: Any, holder: dict[str, Any], idle_timeout: float | None) -> None:
-    if not idle_timeout:
-        return
+async def _watch(app: Any, holder: dict[str, Any], idle_timeout: float | None, sock: Path) -> None:
+    """Stop when idle too long, or when our socket is gone (SIMSEARCH_HOME removed, say):
+    nobody can reach us any more, and a server nobody can reach must not linger."""
     while True:
-        await asyncio.sleep(min(30.0, idle_timeout / 4))
-        if time.monotonic() - app.state.last_request > idle_timeout:
-            print(
-                f"simsearch server: no request for {idle_timeout:.0f} s; stopping", file=sys.stderr
-            )
+        await asyncio.sleep(min(10.0, idle_timeout / 4) if idle_timeout else 10.0)
+        reason = None
+        if idle_timeout and time.monotonic() - app.state.last_request > idle_timeout:
+            reason = f"no request for {idle_timeout:.0f} s"
+        elif not sock.exists():
+            reason = f"{sock} is gone"
+        if reason:
+            print(f"simsearch server: {reason}; stopping", file=sys.stderr, flush=True)
             holder["server"].should_exit = True
             return
 

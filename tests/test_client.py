@@ -148,3 +148,15 @@ def test_falls_back_to_in_process_when_the_server_cannot_start(photo: Path) -> N
         assert time.monotonic() - started < 30
     finally:
         p.socket.rmdir()
+
+
+def test_a_server_whose_socket_is_gone_stops_itself(photo: Path) -> None:
+    simsearch("query", photo)
+    info = daemon.running()
+    assert info is not None
+    Path(info["socket"]).unlink()  # as when SIMSEARCH_HOME is removed under it
+    deadline = time.monotonic() + 40
+    while daemon.running() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert daemon.running() is None
+    assert "is gone; stopping" in daemon.paths().log.read_text()
