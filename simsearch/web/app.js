@@ -96,6 +96,8 @@ function render(body) {
     img.src = thumb(r.object_id);
     img.alt = r.path || r.object_id;
     img.loading = "lazy";
+    // No file recorded for this id (e.g. loaded from shards only): a quiet placeholder.
+    img.addEventListener("error", () => { img.replaceWith(placeholder(r)); }, { once: true });
     const meta = document.createElement("div");
     meta.className = "meta";
     const size = r.width && r.height ? ` · ${r.width}×${r.height}` : "";
@@ -109,6 +111,14 @@ function render(body) {
     return li;
   }));
   drawMap(body.results);
+}
+
+function placeholder(r) {
+  const div = document.createElement("div");
+  div.className = "no-image";
+  div.textContent = "no image file";
+  div.title = r.object_id;
+  return div;
 }
 
 function niceStep(max) {
