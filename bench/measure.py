@@ -6,11 +6,13 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # bench.spawn is importable from here
 
 
 @dataclass(frozen=True)
@@ -25,18 +27,19 @@ class Run:
 def run_child(
     args: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Run:
-    """Run a process to the end: wall time and its own peak RSS (os.wait4, not all children's)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(args), stdout=out, stderr=err, env=env, cwd=cwd)
-        # os.wait4 reports this child's own peak RSS; Popen.wait would reap it and lose that.
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    """Run a process to the end: its wall time and its own peak RSS, via bench.spawn."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as report,
+    ):
+        launcher = [sys.executable, "-m", "bench.spawn", report.name]
+        subprocess.call([*launcher, *args], stdout=out, stderr=err, env=env, cwd=cwd or ROOT)
+        seconds, rss_kib, code = report.read().split()
         out.seek(0)
         err.seek(0)
         text_out, text_err = out.read().decode(), err.read().decode()
-    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode, text_out, text_err)
+    return Run(float(seconds), int(rss_kib) / 1024, int(code), text_out, text_err)
 
 
 def median(values: Sequence[float]) -> float:
