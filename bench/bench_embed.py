@@ -256,6 +256,36 @@ def _section(rows, count, megapixels, mbytes, cores, repeats, load) -> list[str]
         f"| {(cores or 1) * 1000 / cpu:.0f} |"
         for label, median, rates, cpu in rows
     ]
+    by = {label.split(" [")[0]: (median, cpu) for label, median, _, cpu in rows}
+
+    def ratio(a: str, b: str, column: int = 0) -> str:
+        x, y = (by.get(a), by.get(b))
+        if x is None or y is None:
+            return "-"
+        return f"{x[column] / y[column]:.1f}x" if column == 0 else f"{y[column] / x[column]:.1f}x"
+
+    default = next((k for k in by if k.startswith("2 decode threads + overlap, draft, ort 1")), "")
+    none = "serial, full decode, ort default (no lever)"
+    pool_full = "2 decode threads + overlap, full decode, ort default"
+    pool_draft = "2 decode threads + overlap, draft decode, ort default"
+    dec_draft, dec_full = (
+        "decode+resize only, draft, 1 thread",
+        "decode+resize only, full, 1 thread",
+    )
+    notes = [
+        "Levers, side by side (wall-clock ratios from the same rounds):",
+        "",
+        f"- JPEG draft decoding, decode+resize alone: {ratio(dec_draft, dec_full)} "
+        f"({ratio(dec_draft, dec_full, 1)} less CPU per image)",
+        f"- decoding in a thread pool overlapped with inference (full decoding): "
+        f"{ratio(pool_full, none)}",
+        f"- draft decoding on top, in the pipeline: {ratio(pool_draft, pool_full)}",
+        "- the pipeline's own onnxruntime session (1 thread, no spinning) instead of the default "
+        f"(every core, spinning): {ratio(default, pool_draft)} "
+        f"({ratio(default, pool_draft, 1)} less CPU per image)",
+        f"- all levers against none: {ratio(default, none)}",
+        "",
+    ]
     return [
         HEADING,
         "",
@@ -270,6 +300,7 @@ def _section(rows, count, megapixels, mbytes, cores, repeats, load) -> list[str]
         "",
         *table,
         "",
+        *notes,
     ]
 
 
