@@ -73,5 +73,11 @@ def test_tiny_benchmark_runs_and_writes_its_report(tmp_path: Path, bench_home: P
     # The cold-CLI comparison answered the same photo on the same data the same way.
     assert "Both returned the same 10 of 10 object ids." in text
     # Shards were cached in the origin's format.
-    shards = sorted((tmp_path / "data").glob("clustered-1200x64-300-s*[0-9]/*.features.npy"))
-    assert len(shards) == 4
+    main = tmp_path / "data" / "clustered-1200x64-300-s20260101"
+    assert sorted(p.name for p in main.glob("*.npy"))[:2] == [
+        "0000.features.npy",
+        "0000.object_ids.npy",
+    ]
+    assert len(list(main.glob("*.features.npy"))) == 4
+    # Peak RSS is the child's own, not the benchmark's (which holds every vector).
+    assert "Peak RSS" in text
