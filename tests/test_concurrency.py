@@ -7,15 +7,17 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data import write_shards
+from test_crash import own_home
 
 from simsearch import database, embedded
 
-SHARDS, ROWS, DIM = 8, 4_000, 64
+SHARDS, ROWS, DIM = 6, 4_000, 64  # 24,000 rows: ingest builds the index
 
 
 def clustered_dir(folder: Path) -> tuple[Path, np.ndarray]:
@@ -103,30 +105,31 @@ _QUERY_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from simsearch.search import query
+    from simsearch import database
+    from simsearch.search import query_on
     images = [Path(p) for p in sys.argv[1:]]
-    for i in range({queries}):
-        image = images[i % len(images)]
-        # What `simsearch query IMAGE -n 3` does: connect, embed with the stored model, search.
-        (matches,) = query([image], n=3)
-        if matches[0].object_id != image.name or matches[0].distance > 1e-6:
-            print(f"query {{i}} of {{image}}: {{matches}}")
-            sys.exit(1)
+    with database.connect() as conn:  # each process its own connection, as a server would hold
+        for i in range({queries}):
+            image = images[i % len(images)]
+            # What `simsearch query IMAGE -n 3` does once connected: embed with the stored
+            # model and preprocessing, then search.
+            (matches,) = query_on(conn, [image], n=3)
+            if matches[0].object_id != image.name or matches[0].distance > 1e-6:
+                print(f"query {{i}} of {{image}}: {{matches}}")
+                sys.exit(1)
     print("ok")
     """
 ).format(queries=QUERIES)
 
 
 @pytest.fixture()
-def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    home = tmp_path_factory.mktemp("busy-home")
-    monkeypatch.setenv("SIMSEARCH_HOME", str(home))
-    yield home
-    embedded.stop(home)
+def private_home() -> Iterator[Path]:
+    with own_home("ss-busy-") as home:
+        yield home
 
 
 def test_many_query_processes_at_once(cli, private_home, tmp_path, gallery, origin_model):
-    """8 processes x 50 queries, each as `simsearch query` runs it (connect, embed, search).
+    """8 processes x 50 queries, each embedding its image and searching, all at once.
 
     The embedded server is stopped first, so the processes also race to start it.
     """
