@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import database, store
-from .errors import FeatureSetError, ShardError
+from .errors import FeatureSetError, ShardError, SimsearchError
 from .model import Model, Overrides, load_model
 from .progress import Progress, rate
 from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
@@ -103,25 +103,13 @@ def ingest(
             progress.note("dropping the HNSW index for the load; it is rebuilt afterwards")
             store.drop_index(conn, fs)
 
-        # Read the next shard in a thread while the server stores this one: file reading and
-        # hashing overlap the COPY. At most two shards are in memory at a time.
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            ahead = reader.submit(read_shard, pending[0], fs.dimension) if pending else None
-            for number, files in enumerate(pending, 1):
-                assert ahead is not None
-                shard = ahead.result()
-                ahead = (
-                    reader.submit(read_shard, pending[number], fs.dimension)
-                    if number < len(pending) else None
-                )
-                progress.update(
-                    f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
-                    f"{rate(report.rows, progress.elapsed)} rows/s",
-                    force=True,
-                )
-                outcome = store.load_shard(conn, fs, shard, replace)
-                _record(report, shard, outcome)
-                del shard
+        try:
+            _load_all(conn, fs, pending, replace, progress, report)
+        except SimsearchError:
+            if rebuild is not None:  # leave the feature set indexed, as it was before the load
+                progress.note("a shard failed; rebuilding the HNSW index dropped for the load ...")
+                store.build_index(conn, fs, *rebuild, if_missing=True)
+            raise
         progress.clear()
         report.seconds = progress.elapsed
 
@@ -143,6 +131,35 @@ def ingest(
                 conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True
             )
     return report
+
+
+def _load_all(
+    conn: store.Connection,
+    fs: store.FeatureSet,
+    pending: list[ShardFiles],
+    replace: bool,
+    progress: Progress,
+    report: IngestReport,
+) -> None:
+    # Read the next shard in a thread while the server stores this one: file reading and
+    # hashing overlap the COPY. At most two shards are in memory at a time.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(read_shard, pending[0], fs.dimension) if pending else None
+        for number, files in enumerate(pending, 1):
+            assert ahead is not None
+            shard = ahead.result()
+            ahead = (
+                reader.submit(read_shard, pending[number], fs.dimension)
+                if number < len(pending) else None
+            )
+            progress.update(
+                f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
+                f"{rate(report.rows, progress.elapsed)} rows/s",
+                force=True,
+            )
+            outcome = store.load_shard(conn, fs, shard, replace)
+            _record(report, shard, outcome)
+            del shard
 
 
 def _rebuild_params(

@@ -88,3 +88,64 @@ def test_errors_are_one_line(cli, empty_db, clustered_dir):
     assert "Traceback" not in unknown.err
     bad = cli("eval", "--sample", "0")
     assert bad.code == 2 and "positive whole number" in bad.err
+
+
+def index_oid() -> int | None:
+    from simsearch import database
+
+    with database.connect() as conn:
+        row = conn.execute(
+            "SELECT oid FROM pg_class WHERE relname LIKE 'embeddings_hnsw_%'"
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_incremental_ingest_keeps_the_index_valid(cli, empty_db, tmp_path):
+    """Small loads insert into the HNSW index; large ones drop it and rebuild it, same params."""
+    features = clustered(4400, 48, seed=5)
+    ids = [f"{i:040x}.jpg" for i in range(len(features))]
+    base = write_shards(tmp_path / "base", ids[:3000], features[:3000], sizes=[1000])
+    small = write_shards(tmp_path / "small", ids[3000:3100], features[3000:3100])
+    large = write_shards(tmp_path / "large", ids[3100:], features[3100:])
+    assert cli("ingest", base, "--feature-set", "f", "--no-index").code == 0
+    assert cli("index-build", "--m", "8", "--ef-construction", "32").code == 0
+    before = index_oid()
+
+    # 100 rows onto 3,000 (3%): inserted into the same index.
+    (tmp_path / "small" / "0000.object_ids.npy").rename(tmp_path / "small" / "0005.object_ids.npy")
+    (tmp_path / "small" / "0000.features.npy").rename(tmp_path / "small" / "0005.features.npy")
+    result = cli("ingest", small, "--feature-set", "f")
+    assert result.code == 0, result.err
+    assert index_oid() == before and "rebuilding" not in result.err
+
+    # 1,300 rows onto 3,100 (42%): dropped, loaded, rebuilt with the same parameters.
+    (tmp_path / "large" / "0000.object_ids.npy").rename(tmp_path / "large" / "0006.object_ids.npy")
+    (tmp_path / "large" / "0000.features.npy").rename(tmp_path / "large" / "0006.features.npy")
+    result = cli("ingest", large, "--feature-set", "f")
+    assert result.code == 0, result.err
+    assert "rebuilding the HNSW index" in result.err and "built the HNSW index" in result.out
+    assert index_oid() not in (None, before)
+
+    report = json.loads(cli("eval", "--sample", "30", "--ef", "200", "--json").out)
+    assert report["rows"] == 4400 and report["indexed"] is True
+    assert report["index_params"]["m"] == 8 and report["index_params"]["ef_construction"] == 32
+    assert report["settings"][0]["recall"] >= 0.99
+
+
+def test_a_failed_large_load_leaves_the_index_in_place(cli, empty_db, tmp_path):
+    features = clustered(4000, 48, seed=6)
+    ids = [f"{i:040x}.jpg" for i in range(len(features))]
+    base = write_shards(tmp_path / "base", ids[:3000], features[:3000], sizes=[1000])
+    assert cli("ingest", base, "--feature-set", "f", "--no-index").code == 0
+    assert cli("index-build", "--m", "8").code == 0
+    # Ids unique within the load, but the second shard repeats one already stored: the check
+    # against stored rows happens inside the load, after the index was dropped.
+    clash = [*ids[3000:3999], ids[0]]
+    bad = write_shards(tmp_path / "bad", clash, features[3000:4000], sizes=[500])
+    for name in ("0000", "0001"):
+        for suffix in (".object_ids.npy", ".features.npy"):
+            (bad / f"{name}{suffix}").rename(bad / f"{int(name) + 7:04d}{suffix}")
+    result = cli("ingest", bad, "--feature-set", "f")
+    assert result.code == 1 and "already stored" in result.err
+    report = json.loads(cli("eval", "--sample", "5", "--json").out)
+    assert report["indexed"] is True and report["index_params"]["m"] == 8
