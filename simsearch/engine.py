@@ -199,7 +199,11 @@ class Engine:
     def cli_query(self, request: dict[str, Any]) -> list[list[Match]]:
         """What ``simsearch query`` would print: the same function, on a pooled connection."""
         images = [Path(p) for p in request["images"]]
-        overrides = Overrides(**(request.get("overrides") or {}))
+        given = dict(request.get("overrides") or {})
+        for key in ("mean", "std"):  # JSON lists; Preprocess compares them as tuples
+            if given.get(key) is not None:
+                given[key] = tuple(float(v) for v in given[key])
+        overrides = Overrides(**given)
         self._refresh_models()
         with self._inference, self.connection() as conn:
             return search.query_on(

@@ -79,12 +79,6 @@ def create_app(
     app.state.requests = 0
     thumbs = thumbnail_dir or config.home() / "thumbnails"
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Any:
-        app.state.last_request = time.monotonic()
-        app.state.requests += 1
-        return await call_next(request)
-
     @app.exception_handler(SimsearchError)
     async def simsearch_error(request: Request, exc: SimsearchError) -> JSONResponse:
         return _error(_status(exc), str(exc))
@@ -231,10 +225,12 @@ def _over_unix_socket(request: Request) -> bool:
 
 
 class UploadLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before they are read or spooled.
+    """Count requests (for /health and the idle timeout) and refuse request bodies over
+    ``limit`` bytes with 413, before they are read or spooled.
 
     The declared Content-Length is checked first; a body sent without one (chunked) is counted
-    as it arrives and cut off at the limit.
+    as it arrives and cut off at the limit. Plain ASGI: Starlette's @middleware("http") would
+    cost every request a task group and a memory stream.
     """
 
     def __init__(self, app: FastAPI, limit: int) -> None:
@@ -245,6 +241,9 @@ class UploadLimit:
         return getattr(self.app, name)  # app.state, app.openapi(), ... for callers and tests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.app.state.last_request = time.monotonic()
+            self.app.state.requests += 1
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return

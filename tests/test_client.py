@@ -68,6 +68,17 @@ def test_query_starts_a_server_and_answers_as_in_process(photo: Path) -> None:
         assert served.stdout == simsearch("query", "--no-daemon", photo, *options).stdout
 
 
+def test_model_options_travel_to_the_server(photo: Path, origin_model: Path) -> None:
+    options = ["--model", origin_model, "--mean", "0.1,0.2,0.3", "--std", "0.5,0.5,0.5", "-n", "4"]
+    simsearch("query", photo)  # a server runs
+    before = served_requests()
+    served = simsearch("query", photo, *options)
+    assert served.returncode == 0, served.stderr
+    assert served_requests() == before + 2  # it answered (and our /health call)
+    assert served.stdout == simsearch("query", "--no-daemon", photo, *options).stdout
+    assert served.stdout != simsearch("query", "--no-daemon", photo, "-n", "4").stdout
+
+
 def test_the_thin_client_imports_no_heavy_library(photo: Path) -> None:
     simsearch("query", photo)  # make sure a server runs
     result = subprocess.run(
