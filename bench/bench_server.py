@@ -104,12 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         sequential_ms: dict[str, tuple[list[float], dict[str, float]]] = {}
         for decode in ("full", "draft"):
             set_draft(env, decode == "draft")
+            cpu_before = cpu_seconds(server.pid)
             sequential_ms[decode] = sequential(target, 20 + args.sequential)
+            # CPU the server process spent per request: what load on the machine cannot
+            # inflate (PostgreSQL's share, the kNN itself, runs in its own processes).
+            sequential_ms[decode][1]["server CPU"] = round(
+                (cpu_seconds(server.pid) - cpu_before) * 1000 / (20 + args.sequential), 1
+            )
             say(
                 f"sequential ({decode} decode): p50 {pct(sequential_ms[decode][0], 50):.1f} ms "
                 f"over {args.sequential} requests; phases {sequential_ms[decode][1]}"
             )
+        cpu_before = cpu_seconds(server.pid)
         load = concurrent(target, args.clients, args.seconds)
+        load["cpu_ms"] = (cpu_seconds(server.pid) - cpu_before) * 1000 / max(load["requests"], 1)
         say(
             f"load: {load['rps']:.1f} req/s, p50 {load['p50']:.1f} / p95 {load['p95']:.1f} / "
             f"p99 {load['p99']:.1f} ms, {load['errors']} errors"
@@ -236,6 +244,12 @@ def sequential(
                 phases.setdefault(name, []).append(float(duration))
     connection.close()
     return times, {name: round(statistics.median(v), 1) for name, v in phases.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def set_draft(env: dict[str, str], draft: bool) -> None:
@@ -404,7 +418,8 @@ def render(
     rows += [
         (
             f"{load['clients']} concurrent clients, {load['seconds']:.0f} s (draft decoding)",
-            f"{load['rps']:.1f} requests/s, {load['requests']:,} requests, {load['errors']} errors",
+            f"{load['rps']:.1f} requests/s, {load['requests']:,} requests, "
+            f"{load['errors']} errors; server process CPU {load['cpu_ms']:.1f} ms per request",
             f"zero errors: {met[load['errors'] == 0]}",
         ),
         (
