@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the cases whose label contains TEXT (repeatable); e.g. 'end to end'",
+    )
     args = parser.parse_args(argv)
 
     from simsearch.embedding import INFERENCE_THREADS, embed_folder, embedding_model
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         if threads != 2:
             draft2 = embedding_model(None, decode="draft", inference_threads=2)
             cases.insert(7, ("2 decode threads + overlap, draft, ort 2 no spin", pipeline(draft2)))
+        if args.only:
+            cases = [(label, run) for label, run in cases if any(t in label for t in args.only)]
         # Round-robin: every case once per round, so that load from other work on the machine
         # falls on all of them alike rather than on whichever ran while it peaked.
         # CPU time per image (all of this process's threads) hardly depends on the load that
