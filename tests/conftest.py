@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,13 @@ from onnx_models import build_model
 
 
 @pytest.fixture(scope="session", autouse=True)
-def simsearch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every test talks to one embedded server in a private SIMSEARCH_HOME."""
-    home = tmp_path_factory.mktemp("simsearch-home")
+def simsearch_home() -> Iterator[Path]:
+    """Every test talks to one embedded server in a private SIMSEARCH_HOME.
+
+    Not under pytest's temporary root: a second pytest run resets that root to 0700, which
+    would lock the server's own user (pgserver, when run as root) out of its data directory.
+    """
+    home = Path(tempfile.mkdtemp(prefix="simsearch-test-"))
     saved = {
         k: os.environ.get(k)
         for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL", "SIMSEARCH_NO_DAEMON")
@@ -40,6 +46,7 @@ def simsearch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         daemon.stop()
     with contextlib.suppress(Exception):
         embedded.stop(home)
+    shutil.rmtree(home, ignore_errors=True)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
