@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import shlex
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     results["incremental"] = measure_incremental(args, spec, main_dir, queries, ids, features, say)
     results["rss"] = measure_ingest_rss(args, main_dir, model, say)
 
+    dump = args.out.with_suffix(".json") if args.tiny else DATA / "results.json"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.write_text(json.dumps(results, indent=1))
     text = report.render(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write(args.out, text)

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument(
         "--ef", type=_positive, default=None, metavar="N",
-        help="HNSW candidates searched (ef_search; default 100): higher is slower and surer",
+        help="HNSW candidates searched (ef_search; default 200): higher is slower and surer",
     )
     query.add_argument("--json", action="store_true", help="print a JSON array")
     query.add_argument(

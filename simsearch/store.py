@@ -236,7 +236,7 @@ def knn(
     query: np.ndarray,
     n: int,
     exact: bool = False,
-    ef_search: int = 100,
+    ef_search: int = 200,  # search.DEFAULT_EF_SEARCH
     candidates: int = 100,
 ) -> list[Match]:
     """The n stored vectors nearest to ``query``: exact scan, or ANN index plus exact re-rank."""
