@@ -3,5 +3,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
+bash "$root/scripts/browser-deps.sh"
 cd "$root"
 exec "$root/.venv/bin/python" -m pytest "$@"
