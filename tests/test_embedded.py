@@ -1,0 +1,20 @@
+"""The embedded server is sized for vector search when simsearch creates it."""
+
+from __future__ import annotations
+
+import re
+
+from simsearch import config, database, embedded
+
+
+def test_settings_written_once_and_in_force(simsearch_home):
+    settings = embedded.pgdata(config.home()) / embedded.SETTINGS_FILE
+    text = settings.read_text()
+    shared = re.search(r"^shared_buffers = (\d+)MB", text, re.MULTILINE)
+    assert shared is not None and int(shared.group(1)) >= 128
+    with database.connect() as conn:
+        (in_force,) = conn.execute("SHOW shared_buffers").fetchone()
+    in_mb = int(in_force[:-2]) * (1024 if in_force.endswith("GB") else 1)
+    assert in_mb == int(shared.group(1))
+    embedded._write_settings(settings.parent)  # a second start leaves the user's edits alone
+    assert settings.read_text() == text
