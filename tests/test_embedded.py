@@ -8,12 +8,12 @@ from simsearch import config, database, embedded
 
 
 def test_settings_written_once_and_in_force(simsearch_home):
+    with database.connect() as conn:  # starts the server if no test has yet
+        (in_force,) = conn.execute("SHOW shared_buffers").fetchone()
     settings = embedded.pgdata(config.home()) / embedded.SETTINGS_FILE
     text = settings.read_text()
     shared = re.search(r"^shared_buffers = (\d+)MB", text, re.MULTILINE)
     assert shared is not None and int(shared.group(1)) >= 128
-    with database.connect() as conn:
-        (in_force,) = conn.execute("SHOW shared_buffers").fetchone()
     in_mb = int(in_force[:-2]) * (1024 if in_force.endswith("GB") else 1)
     assert in_mb == int(shared.group(1))
     embedded._write_settings(settings.parent)  # a second start leaves the user's edits alone
