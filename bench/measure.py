@@ -68,5 +68,6 @@ def machine() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "ram": ram,
         "os": f"{platform.system()} {platform.release()}",
+        "load": f"{os.getloadavg()[0]:.1f}",
         "python": platform.python_version(),
     }

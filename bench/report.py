@@ -152,8 +152,9 @@ def render(r: dict[str, Any]) -> str:
         f"- Command: `{r['command']}`",
         f"- Date: {r['date']}",
         f"- Machine: {mach['cpu']}, {mach['cores']} cores, {mach['ram']} RAM, {mach['os']}, "
-        f"Python {mach['python']}. **Shared**: other engineers ran test suites on the same "
-        "2 cores during the run, so every figure is a median of several runs and still noisy.",
+        f"Python {mach['python']}; 1-minute load average at the start: "
+        f"{mach.get('load', 'not recorded')}. Timings on this machine are noisy: every figure "
+        "is a median of several runs.",
         f"- Data: {s['rows']:,} x {s['dimension']} float32 in {s['shards']} shards of "
         f"{s['shard_rows']:,} (the origin's `NNNN.object_ids.npy` + `NNNN.features.npy`), "
         f"synthetic: {s['clusters']:,} clusters, non-negative, a {s['latent']}-d latent "

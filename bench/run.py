@@ -168,12 +168,9 @@ def simsearch_command() -> list[str]:
 
 def reset(conn: Any) -> None:
     """Empty the benchmark's own database (its private SIMSEARCH_HOME)."""
-    for (name,) in conn.execute(
-        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
-    ).fetchall():
-        conn.execute(f'DROP INDEX "{name}"')
-    conn.execute("TRUNCATE feature_sets, images, shards, embeddings RESTART IDENTITY CASCADE")
-    conn.commit()
+    from simsearch import store
+
+    store.empty_database(conn)
     conn.execute("CHECKPOINT")  # each load starts from the same WAL state
 
 

@@ -379,3 +379,15 @@ def server_version(conn: Connection) -> tuple[str, str | None]:
     conn.commit()
     assert row is not None
     return str(row[0]), row[1]
+
+
+def empty_database(conn: Connection) -> None:
+    """Remove every feature set, image, shard and ANN index (tests and benchmarks, which run
+    in a SIMSEARCH_HOME of their own)."""
+    with conn.transaction():
+        names = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+        conn.execute("TRUNCATE feature_sets, images, shards, embeddings RESTART IDENTITY CASCADE")

@@ -57,15 +57,10 @@ def simsearch_home() -> Iterator[Path]:
 @pytest.fixture()
 def empty_db(simsearch_home: Path) -> Iterator[None]:
     """A database with the schema and no data (indexes of earlier tests dropped too)."""
-    from simsearch import database
+    from simsearch import database, store
 
     with database.connect() as conn:
-        for (name,) in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
-        ).fetchall():
-            conn.execute(f'DROP INDEX "{name}"')
-        conn.execute("TRUNCATE feature_sets, images, shards, embeddings RESTART IDENTITY CASCADE")
-        conn.commit()
+        store.empty_database(conn)
     yield
 
 

@@ -37,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Path]:
     """scikit-image's sample photos indexed with the default model; and an edited chelsea."""
-    from simsearch import database
+    from simsearch import database, store
     from simsearch.demo import edited_copy, sample_photos, write_gallery
     from simsearch.indexing import index
 
@@ -47,12 +47,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], P
     query = work / "chelsea-edited.jpg"
     edited_copy(arrays["chelsea"]).save(query, "JPEG", quality=95)
     with database.connect() as conn:
-        for (name,) in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
-        ).fetchall():
-            conn.execute(f'DROP INDEX "{name}"')
-        conn.execute("TRUNCATE feature_sets, images, shards, embeddings RESTART IDENTITY CASCADE")
-        conn.commit()
+        store.empty_database(conn)
     index(work / "gallery", feature_set="photos")
     return written, query
 

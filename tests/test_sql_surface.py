@@ -106,15 +106,10 @@ def _holds(value: Any, op: str, bound: Any) -> bool:
 def photos(tmp_path_factory: pytest.TempPathFactory, simsearch_home: Path) -> Iterator[Photos]:
     from conftest import run_cli
 
-    from simsearch import database
+    from simsearch import database, store
 
     with database.connect() as conn:
-        for (name,) in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
-        ).fetchall():
-            conn.execute(f'DROP INDEX "{name}"')
-        conn.execute("TRUNCATE feature_sets, images, shards, embeddings RESTART IDENTITY CASCADE")
-        conn.commit()
+        store.empty_database(conn)
     folder = tmp_path_factory.mktemp("photos")
     data = Photos(folder)
     result = run_cli("ingest", data.features, "--feature-set", "photos", "--no-index")
