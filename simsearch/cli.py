@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     ingest = commands.add_parser(
-        "ingest", help="load NNNN.object_ids.npy + NNNN.features.npy shards into the database",
+        "ingest",
+        help="load NNNN.object_ids.npy + NNNN.features.npy shards into the database",
         description="Load every shard pair in FEATURE_DIR into a feature set, one transaction "
         "per shard. Re-running skips shards already loaded.",
     )
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(run=_ingest)
 
     query = commands.add_parser(
-        "query", help="print the stored images most similar to a photo",
+        "query",
+        help="print the stored images most similar to a photo",
         description="Embed IMAGE with the feature set's model and print OBJECT_ID DISTANCE "
         "lines, nearest first. Several images (or a folder): one model load, batched "
         "inference, one block per image headed '# PATH'. --id queries with a stored vector.",
@@ -83,11 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
         "images", type=Path, nargs="*", metavar="IMAGE", help="image files or folders of images"
     )
     query.add_argument(
-        "--id", dest="ids", action="append", default=[], metavar="OBJECT_ID",
+        "--id",
+        dest="ids",
+        action="append",
+        default=[],
+        metavar="OBJECT_ID",
         help="query with this stored image's vector, itself left out (repeatable)",
     )
     query.add_argument(
-        "--where", action="append", default=[], metavar="COND",
+        "--where",
+        action="append",
+        default=[],
+        metavar="COND",
         help="only images with KEY=VALUE, KEY!=VALUE or a range such as 'width>=1024' or "
         "'added_at<2026-01-01'; KEY is an images column or a meta key (repeatable, all must hold)",
     )
@@ -98,12 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--exact", action="store_true", help="exact scan in the database, no ANN index"
     )
     query.add_argument(
-        "--ef", type=_positive, default=None, metavar="N",
+        "--ef",
+        type=_positive,
+        default=None,
+        metavar="N",
         help="HNSW candidates searched (ef_search; default 200): higher is slower and surer",
     )
     query.add_argument("--json", action="store_true", help="print a JSON array")
     query.add_argument(
-        "--no-daemon", action="store_true",
+        "--no-daemon",
+        action="store_true",
         help="work in this process; by default a resident `simsearch serve` (started on demand) "
         "does the work, which saves loading the libraries and the model each time",
     )
@@ -111,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_commands(commands)
 
     scan = commands.add_parser(
-        "scan", help="exact NumPy scan over shards on disk, no database (the reference)",
+        "scan",
+        help="exact NumPy scan over shards on disk, no database (the reference)",
         description="The origin's algorithm: Euclidean distance to every stored vector, "
         "one shard in memory at a time.",
     )
@@ -123,20 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(run=_scan)
 
     index_build = commands.add_parser(
-        "index-build", help="(re)build a feature set's HNSW index",
+        "index-build",
+        help="(re)build a feature set's HNSW index",
         description="Build the HNSW index on half-precision vectors that default queries use.",
     )
     index_build.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
     index_build.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
     index_build.add_argument(
-        "--ef-construction", type=_positive, default=64, metavar="N",
+        "--ef-construction",
+        type=_positive,
+        default=64,
+        metavar="N",
         help="HNSW build candidates (64)",
     )
     index_build.add_argument("--drop", action="store_true", help="drop the index instead")
     index_build.set_defaults(run=_index_build)
 
     evaluate = commands.add_parser(
-        "eval", help="recall@k of default (ANN) queries against the exact scan, with latencies",
+        "eval",
+        help="recall@k of default (ANN) queries against the exact scan, with latencies",
         description="Use a sample of stored vectors as queries; answer each by the default "
         "query path and by the exact scan; print recall@k and p50/p95 latency per --ef.",
     )
@@ -146,11 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("-k", type=_positive, default=10, help="results compared (10)")
     evaluate.add_argument(
-        "--ef", type=_positive, nargs="+", default=None, metavar="N",
+        "--ef",
+        type=_positive,
+        nargs="+",
+        default=None,
+        metavar="N",
         help="ef_search settings to compare (default: the query default)",
     )
     evaluate.add_argument(
-        "--candidates", type=_positive, default=None, metavar="N",
+        "--candidates",
+        type=_positive,
+        default=None,
+        metavar="N",
         help="candidates re-ranked exactly (default: as queries do)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="which sample (0)")
@@ -171,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.set_defaults(run=_db_upgrade)
     db_stop = db_commands.add_parser("stop", help="stop the embedded PostgreSQL server")
     db_stop.set_defaults(run=_db_stop)
-    db.set_defaults(run=lambda args: db.print_help() or 2)
+    db.set_defaults(run=lambda args: _print_help(db))
     return parser
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
@@ -189,7 +220,7 @@ def _model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 def _overrides(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .model import Overrides
 
-    return Overrides(**_overrides_dict(args))
+    return Overrides(**_overrides_dict(args))  # type: ignore[arg-type]
 
 
 def _overrides_dict(args: argparse.Namespace) -> dict[str, object]:
@@ -266,33 +297,47 @@ def _query_request(args: argparse.Namespace) -> dict[str, object]:
 
 def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
     serve = commands.add_parser(
-        "serve", help="the search server: HTTP API, web page, and the resident process for `query`",
+        "serve",
+        help="the search server: HTTP API, web page, and the resident process for `query`",
         description="Load each feature set's model and a connection pool once, then answer "
         "HTTP on a loopback port (API and web page at /) and on a private Unix socket that "
         "`simsearch query` uses. Ends on Ctrl-C, SIGTERM or `simsearch stop`.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (8000; 0 picks a free one)")
     serve.add_argument(
-        "--port", type=int, default=8000, help="TCP port (8000; 0 picks a free one)"
-    )
-    serve.add_argument(
-        "--socket", type=Path, metavar="PATH",
+        "--socket",
+        type=Path,
+        metavar="PATH",
         help="Unix socket (default: under SIMSEARCH_HOME/run, where `query` looks)",
     )
     serve.add_argument(
-        "--image-root", type=Path, action="append", default=[], metavar="DIR",
+        "--image-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
         help="folder that relative image paths in the database are under (repeatable)",
     )
     serve.add_argument(
-        "--max-upload-mb", type=_positive, default=20, metavar="MB",
+        "--max-upload-mb",
+        type=_positive,
+        default=20,
+        metavar="MB",
         help="largest upload accepted (20 MB; larger: HTTP 413)",
     )
     serve.add_argument(
-        "--max-pixels", type=_positive, default=50_000_000, metavar="N",
+        "--max-pixels",
+        type=_positive,
+        default=50_000_000,
+        metavar="N",
         help="largest image accepted, in pixels (50,000,000; larger: HTTP 422)",
     )
     serve.add_argument(
-        "--idle-timeout", type=float, default=None, metavar="SECONDS",
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help="stop after this long without a request (default: never)",
     )
     serve.add_argument(
@@ -352,7 +397,9 @@ def _stop(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from .search import scan
 
-    _print_matches(scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json)
+    _print_matches(
+        scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json
+    )
     return 0
 
 
@@ -395,7 +442,8 @@ def _add_sql_surface_commands(commands) -> None:  # type: ignore[no-untyped-def]
     meta = commands.add_parser("meta", help="image metadata: import")
     meta_commands = meta.add_subparsers(title="commands", metavar="COMMAND")
     meta_import = meta_commands.add_parser(
-        "import", help="upsert image metadata from a CSV or JSON-lines file by object_id",
+        "import",
+        help="upsert image metadata from a CSV or JSON-lines file by object_id",
         description="Each record needs object_id. path, bytes, width, height and added_at go "
         "to the images table's columns; every other field is merged into images.meta (jsonb). "
         "Prints rows matched, added and rejected (one line per rejected row, on stderr).",
@@ -405,7 +453,8 @@ def _add_sql_surface_commands(commands) -> None:  # type: ignore[no-untyped-def]
     meta.set_defaults(run=lambda args: meta.print_help() or 2)
 
     delete = commands.add_parser(
-        "delete", help="delete images (or their rows in one feature set)",
+        "delete",
+        help="delete images (or their rows in one feature set)",
         description="Without --feature-set: delete the images, their metadata and their rows "
         "in every feature set. With it: delete only that feature set's rows. The shard ledger "
         "counts deleted rows, so re-ingesting unchanged shards does not bring them back "
@@ -416,7 +465,8 @@ def _add_sql_surface_commands(commands) -> None:  # type: ignore[no-untyped-def]
     delete.set_defaults(run=_delete)
 
     drop = commands.add_parser(
-        "drop", help="delete a feature set: its rows, ledger and index (images stay)",
+        "drop",
+        help="delete a feature set: its rows, ledger and index (images stay)",
     )
     drop.add_argument("feature_set", metavar="FEATURE_SET")
     drop.set_defaults(run=_drop)
@@ -486,7 +536,9 @@ def _index_build(args: argparse.Namespace) -> int:
         from .progress import Progress
 
         progress = Progress()
-        progress.note(f"building the HNSW index (m={args.m}, ef_construction={args.ef_construction}) ...")
+        progress.note(
+            f"building the HNSW index (m={args.m}, ef_construction={args.ef_construction}) ..."
+        )
         store.build_index(conn, fs, args.m, args.ef_construction)
         print(f"{fs.name}: built the HNSW index in {progress.elapsed:.1f} s")
     return 0
@@ -497,8 +549,12 @@ def _eval(args: argparse.Namespace) -> int:
     from .search import DEFAULT_EF_SEARCH
 
     result = evaluate(
-        feature_set=args.feature_set, sample=args.sample, k=args.k,
-        ef_search=args.ef or [DEFAULT_EF_SEARCH], candidates=args.candidates, seed=args.seed,
+        feature_set=args.feature_set,
+        sample=args.sample,
+        k=args.k,
+        ef_search=args.ef or [DEFAULT_EF_SEARCH],
+        candidates=args.candidates,
+        seed=args.seed,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -509,7 +565,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     embed = commands.add_parser(
-        "embed", help="embed a folder of images into .npy shards (no database)",
+        "embed",
+        help="embed a folder of images into .npy shards (no database)",
         description="Embed every image under IMAGE_DIR into OUT_DIR as NNNN.object_ids.npy + "
         "NNNN.features.npy shards, with simsearch.json recording the model and preprocessing. "
         "Re-running skips finished shards and embeds only the rest.",
@@ -517,14 +574,18 @@ def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     embed.add_argument("image_dir", type=Path, metavar="IMAGE_DIR")
     embed.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     embed.add_argument(
-        "--shard-size", type=_positive, default=10_000, metavar="N",
+        "--shard-size",
+        type=_positive,
+        default=10_000,
+        metavar="N",
         help="images per shard (10000)",
     )
     _embedding_options(embed)
     embed.set_defaults(run=_embed)
 
     index = commands.add_parser(
-        "index", help="embed a folder of images and load it into a feature set",
+        "index",
+        help="embed a folder of images and load it into a feature set",
         description="Embed every image under IMAGE_DIR and store the vectors, with each "
         "image's path, size and dimensions. Re-running adds only new files.",
     )
@@ -537,27 +598,31 @@ def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     index.set_defaults(run=_index)
 
     demo = commands.add_parser(
-        "demo", help="index real sample photos and search them with an edited copy",
+        "demo",
+        help="index real sample photos and search them with an edited copy",
         description="Write scikit-image's sample photos to WORKDIR/gallery, index them with "
         "the default model into feature set 'demo', and search with an edited copy of one.",
     )
-    demo.add_argument(
-        "--workdir", type=Path, metavar="DIR", help="default: $SIMSEARCH_HOME/demo"
-    )
+    demo.add_argument("--workdir", type=Path, metavar="DIR", help="default: $SIMSEARCH_HOME/demo")
     demo.add_argument("-n", type=_positive, default=5, help="how many results (default 5)")
     demo.set_defaults(run=_demo)
 
 
 def _embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--id", choices=["sha1", "path"], default="sha1", dest="id_mode",
+        "--id",
+        choices=["sha1", "path"],
+        default="sha1",
+        dest="id_mode",
         help="object id: SHA-1 of the file + extension (default), or the relative path",
     )
     parser.add_argument(
         "--batch", type=_positive, default=32, metavar="N", help="images per inference (32)"
     )
     parser.add_argument(
-        "--decode", choices=["draft", "full"], default=None,
+        "--decode",
+        choices=["draft", "full"],
+        default=None,
         help="JPEG decoding: draft (reduced-scale, fast; default for the built-in model) or "
         "full (every pixel, as the origin; default for your own models)",
     )
@@ -569,8 +634,14 @@ def _embed(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     report = embed(
-        args.image_dir, args.out_dir, model=args.model or _env_model(), overrides=_overrides(args),
-        decode=args.decode, shard_size=args.shard_size, batch=args.batch, id_mode=args.id_mode,
+        args.image_dir,
+        args.out_dir,
+        model=args.model or _env_model(),
+        overrides=_overrides(args),
+        decode=args.decode,
+        shard_size=args.shard_size,
+        batch=args.batch,
+        id_mode=args.id_mode,
         progress=Progress(),
     )
     print(report.summary())
@@ -582,9 +653,15 @@ def _index(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     report = index(
-        args.image_dir, feature_set=args.feature_set, model=args.model or _env_model(),
-        overrides=_overrides(args), decode=args.decode, batch=args.batch, id_mode=args.id_mode,
-        progress=Progress(), build_index=not args.no_index,
+        args.image_dir,
+        feature_set=args.feature_set,
+        model=args.model or _env_model(),
+        overrides=_overrides(args),
+        decode=args.decode,
+        batch=args.batch,
+        id_mode=args.id_mode,
+        progress=Progress(),
+        build_index=not args.no_index,
     )
     print(report.summary())
     return 0
@@ -660,7 +737,9 @@ def _db_stop(args: argparse.Namespace) -> int:
     if daemon.stop():  # it holds connections to the database
         print("stopped the simsearch server")
     stopped = embedded.stop(config.home())
-    print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+    print(
+        "stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running"
+    )
     return 0
 
 
@@ -668,7 +747,9 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, found {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, found {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, found {text!r}")
     return value
@@ -692,7 +773,7 @@ def _triple(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, found {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 if __name__ == "__main__":

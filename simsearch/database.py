@@ -65,9 +65,7 @@ def connect(migrate: bool = True) -> Iterator[psycopg.Connection[Any]]:
 
 
 def schema_revision(conn: psycopg.Connection[Any]) -> str | None:
-    row = conn.execute(
-        "SELECT to_regclass('alembic_version') IS NOT NULL"
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
     if row is None or not row[0]:
         conn.rollback()
         return None
@@ -113,7 +111,9 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
         except Exception as exc:
-            raise DatabaseError(f"cannot upgrade the schema of {describe()}: {_reason(exc)}") from None
+            raise DatabaseError(
+                f"cannot upgrade the schema of {describe()}: {_reason(exc)}"
+            ) from None
         finally:
             engine.dispose()
     finally:

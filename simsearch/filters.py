@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 from .errors import InputError
@@ -98,5 +98,5 @@ def _timestamp(text: str, key: str, raw: str) -> str:
             f"2026-01-01T12:00:00+09:00 for {key}, found {raw!r}"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=timezone.utc)
     return moment.isoformat()

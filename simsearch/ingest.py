@@ -52,7 +52,9 @@ class IngestReport:
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)} already loaded")
         if self.problems:
-            parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} reported")
+            parts.append(
+                f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} reported"
+            )
         if self.index_built:
             parts.append("built the HNSW index")
         parts.append(f"{self.total_rows:,} rows in all")
@@ -89,9 +91,7 @@ def ingest(
         if chosen_model is not None:
             _check_model_dimension(chosen_model, dimension, name)
         if fs is None:
-            fs = store.create_feature_set(
-                conn, name, dimension, *_model_record(chosen_model)
-            )
+            fs = store.create_feature_set(conn, name, dimension, *_model_record(chosen_model))
         elif chosen_model is not None and chosen_model.ref != fs.model:
             store.set_model(conn, fs, *_model_record(chosen_model))  # type: ignore[arg-type]
         # End the checks' read transaction, or every load_shard below would be a savepoint in
@@ -123,7 +123,10 @@ def ingest(
             progress.note(f"rebuilding the HNSW index on {report.total_rows:,} rows ...")
             report.index_built = store.build_index(conn, fs, m, efc, if_missing=True)
         elif (
-            build_index and written and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS
+            build_index
+            and written
+            and not fs.indexed
+            and report.total_rows >= AUTO_INDEX_ROWS
             and fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION
         ):
             progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
@@ -150,7 +153,8 @@ def _load_all(
             shard = ahead.result()
             ahead = (
                 reader.submit(read_shard, pending[number], fs.dimension)
-                if number < len(pending) else None
+                if number < len(pending)
+                else None
             )
             progress.update(
                 f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
@@ -225,7 +229,9 @@ def _check_all(
             store.refuse_stored_ids(conn, fs, shard)
         pending.append(files)
     if report.skipped:
-        progress.note(f"skipped {len(report.skipped)} shard(s) already loaded with the same contents")
+        progress.note(
+            f"skipped {len(report.skipped)} shard(s) already loaded with the same contents"
+        )
     return pending
 
 

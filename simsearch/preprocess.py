@@ -129,10 +129,9 @@ def decode_image(
             if draft is not None and image.format in ("JPEG", "MPO"):  # MPO: many cameras
                 # Ask for the size before rotation; Pillow keeps at least this many pixels.
                 image.draft("RGB", (draft[1], draft[0]) if rotated else draft)
-            if exif_transpose:
-                image = ImageOps.exif_transpose(image)
+            upright: Image.Image = ImageOps.exif_transpose(image) if exif_transpose else image
             size = (height, width) if rotated else (width, height)
-            return to_rgb(image), size
+            return to_rgb(upright), size
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
 

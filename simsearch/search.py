@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,9 @@ def query(
 ) -> list[list[Match]]:
     """The n nearest stored images for each query image, nearest first."""
     with database.connect() as conn:
-        return query_on(conn, images, n, feature_set, model, exact, ef_search, candidates, overrides)
+        return query_on(
+            conn, images, n, feature_set, model, exact, ef_search, candidates, overrides
+        )
 
 
 def query_on(
@@ -144,7 +146,7 @@ def query_many(
     ef_search: int = DEFAULT_EF_SEARCH,
     candidates: int = DEFAULT_CANDIDATES,
     overrides: Overrides | None = None,
-    where: dict[str, object] | None = None,
+    where: Mapping[str, object] | None = None,
 ) -> list[tuple[str, list[Match]]]:
     """One result list per query image (path) and per stored id, on one connection and model.
 

@@ -8,7 +8,7 @@ exact fallback). Every value the user supplies is a bound parameter.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ def knn_filtered(
     fs: FeatureSet,
     query: np.ndarray,
     n: int,
-    where: dict[str, Any] | None,
+    where: Mapping[str, Any] | None,
     exact: bool = False,
     ef_search: int = 100,
     exclude: str | None = None,

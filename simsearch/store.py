@@ -143,7 +143,8 @@ def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) ->
         )
         data = pgcopy.embedding_rows(fs.id, shard_id, shard.object_ids, shard.features)
         with conn.cursor().copy(
-            "COPY embeddings (feature_set_id, object_id, shard_id, embedding) FROM STDIN (FORMAT BINARY)"
+            "COPY embeddings (feature_set_id, object_id, shard_id, embedding)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.write(data)
     return outcome
@@ -320,7 +321,12 @@ def build_index(
                 fs_id=sql.Literal(fs.id),
             )
         )
-        params = {"type": "hnsw", "opclass": "halfvec_l2_ops", "m": m, "ef_construction": ef_construction}
+        params = {
+            "type": "hnsw",
+            "opclass": "halfvec_l2_ops",
+            "m": m,
+            "ef_construction": ef_construction,
+        }
         conn.execute(
             "UPDATE feature_sets SET index_params = %s WHERE id = %s", [json.dumps(params), fs.id]
         )
@@ -341,9 +347,7 @@ def row_count(conn: Connection, fs: FeatureSet) -> int:
     return int(row[0]) if row else 0
 
 
-def sample_vectors(
-    conn: Connection, fs: FeatureSet, count: int, seed: int = 0
-) -> list[np.ndarray]:
+def sample_vectors(conn: Connection, fs: FeatureSet, count: int, seed: int = 0) -> list[np.ndarray]:
     """Up to ``count`` stored vectors: the same ones for the same seed (ordered by id hash)."""
     rows = conn.execute(
         """SELECT embedding FROM embeddings WHERE feature_set_id = %s AND object_id IN (

@@ -31,7 +31,12 @@ def simsearch_home() -> Iterator[Path]:
     home = Path(tempfile.mkdtemp(prefix="simsearch-test-"))
     saved = {
         k: os.environ.get(k)
-        for k in ("SIMSEARCH_HOME", "SIMSEARCH_DATABASE_URL", "SIMSEARCH_MODEL", "SIMSEARCH_NO_DAEMON")
+        for k in (
+            "SIMSEARCH_HOME",
+            "SIMSEARCH_DATABASE_URL",
+            "SIMSEARCH_MODEL",
+            "SIMSEARCH_NO_DAEMON",
+        )
     }
     os.environ["SIMSEARCH_HOME"] = str(home)
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
