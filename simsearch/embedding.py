@@ -25,8 +25,10 @@ from .preprocess import decode_image, draft_size, image_to_array
 
 DECODE_MODES = ("draft", "full")
 # Threads onnxruntime runs a batch on while the pool decodes the next (None: its default, every
-# core, spinning). Chosen by bench/bench_embed.py; see docs/benchmarks.md.
-INFERENCE_THREADS: int | None = max(1, (os.cpu_count() or 2) // 2)
+# core, spinning). On an idle 2-core machine the default embeds 78-81 images/s end to end
+# against 48-60 with one thread; with other work on the machine one thread starves the
+# decoders less. Measured by bench/bench_embed.py; see docs/benchmarks.md.
+INFERENCE_THREADS: int | None = None
 
 
 @dataclass(frozen=True)
