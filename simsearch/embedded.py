@@ -83,7 +83,20 @@ def _is_postgres(pid: int) -> bool:
     return True
 
 
+# Linux's limit on a Unix socket's path (sun_path is 108 bytes, NUL included).
+MAX_SOCKET_PATH = 107
+
+
 def _start(home: Path) -> tuple[str, int]:
+    socket = pgdata(home).resolve() / ".s.PGSQL.5432"
+    if len(str(socket).encode()) > MAX_SOCKET_PATH:
+        # pgserver would fall back to a world-writable socket directory in /tmp, where the
+        # server trusts every local user: refuse instead of exposing the database.
+        raise DatabaseError(
+            f"SIMSEARCH_HOME {home} is too long a path for the embedded server's socket "
+            f"({len(str(socket).encode())} bytes; at most {MAX_SOCKET_PATH}); "
+            "choose a shorter SIMSEARCH_HOME"
+        )
     _clear_stale_state(pgdata(home))
     server = _server(home, start=True)
     info = server.get_postmaster_info()

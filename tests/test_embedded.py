@@ -18,3 +18,12 @@ def test_settings_written_once_and_in_force(simsearch_home):
     assert in_mb == int(shared.group(1))
     embedded._write_settings(settings.parent)  # a second start leaves the user's edits alone
     assert settings.read_text() == text
+
+
+def test_home_too_long_for_a_private_socket_is_refused(cli, monkeypatch, tmp_path):
+    long_home = tmp_path / ("h" * 120)
+    monkeypatch.setenv("SIMSEARCH_HOME", str(long_home))
+    result = cli("db", "status")
+    assert result.code == 1
+    assert "too long a path for the embedded server's socket" in result.err
+    assert not (long_home / "pgdata").exists()
