@@ -16,9 +16,9 @@ import numpy as np
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .errors import FeatureSetError, InputError
+from .errors import InputError
 from .scan import Match
-from .store import Connection, FeatureSet
+from .store import Connection, FeatureSet, check_query
 
 
 def knn_filtered(
@@ -32,11 +32,7 @@ def knn_filtered(
     exclude: str | None = None,
 ) -> list[Match]:
     """The n nearest rows passing ``where`` (the JSON filter), via ``simsearch_knn``."""
-    if query.shape != (fs.dimension,):
-        raise FeatureSetError(
-            f"the query vector has dimension {query.shape[-1]}; "
-            f"feature set {fs.name!r} holds dimension {fs.dimension}"
-        )
+    check_query(fs, query)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
         rows = conn.execute(

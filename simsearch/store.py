@@ -231,6 +231,15 @@ def analyze(conn: Connection) -> None:
         conn.execute("ANALYZE embeddings")
 
 
+def check_query(fs: FeatureSet, query: np.ndarray) -> None:
+    """Refuse a query vector of another dimension than the feature set's, in plain words."""
+    if query.shape != (fs.dimension,):
+        raise FeatureSetError(
+            f"the query vector has dimension {query.shape[-1]}; "
+            f"feature set {fs.name!r} holds dimension {fs.dimension}"
+        )
+
+
 def knn(
     conn: Connection,
     fs: FeatureSet,
@@ -241,11 +250,7 @@ def knn(
     candidates: int = 100,
 ) -> list[Match]:
     """The n stored vectors nearest to ``query``: exact scan, or ANN index plus exact re-rank."""
-    if query.shape != (fs.dimension,):
-        raise FeatureSetError(
-            f"the query vector has dimension {query.shape[-1]}; "
-            f"feature set {fs.name!r} holds dimension {fs.dimension}"
-        )
+    check_query(fs, query)
     with conn.transaction():
         if exact or not fs.indexed:
             # No index may answer an exact query, whatever indexes a user has added.
