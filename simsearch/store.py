@@ -8,6 +8,7 @@ with ``psycopg.sql.Literal``; every value that comes from the user is a bound pa
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -309,7 +310,13 @@ def build_index(
             ).fetchone()
             if valid is not None and valid[0]:
                 return False
-        conn.execute("SET LOCAL maintenance_work_mem = '2GB'")
+        rows = conn.execute(
+            "SELECT count(*) FROM embeddings WHERE feature_set_id = %s", [fs.id]
+        ).fetchone()
+        memory = build_memory_mb(int(rows[0]) if rows else 0, fs.dimension, m)
+        conn.execute(
+            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(f"{memory}MB"))
+        )
         conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
         conn.execute(
@@ -336,6 +343,18 @@ def build_index(
             "UPDATE feature_sets SET index_params = %s WHERE id = %s", [json.dumps(params), fs.id]
         )
     return True
+
+
+def build_memory_mb(rows: int, dimension: int, m: int) -> int:
+    """maintenance_work_mem for an HNSW build: enough to hold the whole graph, so that it is
+    built in memory (pgvector's on-disk build is many times slower), within a quarter of RAM.
+
+    Per row the graph holds the half-precision vector and about 2m neighbour links; the
+    factor matches the 391 MiB measured for 100,000 x 1280 at m=16.
+    """
+    graph = rows * (2 * dimension + 32 * m + 256) * 1.25 / 2**20
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return int(max(2048, min(graph * 1.1, ram // 4)))
 
 
 def drop_index(conn: Connection, fs: FeatureSet) -> None:
