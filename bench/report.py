@@ -113,7 +113,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             (
                 "1,000,000 x 1280",
                 "ingest + build complete; recall@10 >= 0.98 at <= 20 ms",
-                "not run (see below)",
+                "not run by bench.run: see bench/bench_million.py below",
                 False,
             )
         )
