@@ -19,7 +19,7 @@ from . import database, store
 from .embedding import embed_folder, embedding_model
 from .errors import FeatureSetError
 from .gallery import ImageRecord, list_images
-from .ingest import AUTO_INDEX_ROWS, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from .ingest import auto_index
 from .model import Model, Overrides
 from .preprocess import Preprocess
 from .progress import Progress, rate
@@ -132,10 +132,8 @@ def index(
         report.total_rows = store.row_count(conn, fs)
         fs = store.feature_set(conn, name) or fs
         conn.commit()
-        if build_index and report.added and not fs.indexed and report.total_rows >= AUTO_INDEX_ROWS:
-            progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
-            store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
-            report.index_built = True
+        if build_index and report.added:
+            report.index_built = auto_index(conn, fs, report.total_rows, progress)
     return report
 
 

@@ -122,18 +122,25 @@ def ingest(
             m, efc = rebuild
             progress.note(f"rebuilding the HNSW index on {report.total_rows:,} rows ...")
             report.index_built = store.build_index(conn, fs, m, efc, if_missing=True)
-        elif (
-            build_index
-            and written
-            and not fs.indexed
-            and report.total_rows >= AUTO_INDEX_ROWS
-            and fs.dimension <= store.HNSW_MAX_HALFVEC_DIMENSION
-        ):
-            progress.note(f"building the HNSW index on {report.total_rows:,} rows ...")
-            report.index_built = store.build_index(
-                conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True
-            )
+        elif build_index and written:
+            report.index_built = auto_index(conn, fs, report.total_rows, progress)
     return report
+
+
+def auto_index(
+    conn: store.Connection, fs: store.FeatureSet, total_rows: int, progress: Progress
+) -> bool:
+    """Build the default HNSW index once a feature set is large enough for it to pay; True if
+    this call built it. Shared by `ingest` and `index`."""
+    if (
+        fs.indexed
+        or total_rows < AUTO_INDEX_ROWS
+        or fs.dimension > store.HNSW_MAX_HALFVEC_DIMENSION
+    ):
+        return False
+    progress.note(f"building the HNSW index on {total_rows:,} rows ...")
+    # if_missing: another load finishing at the same moment may have built it meanwhile.
+    return store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True)
 
 
 def _load_all(
