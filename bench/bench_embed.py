@@ -6,7 +6,7 @@ cropped and noised so that no two files are alike, saved as JPEG quality 90 (abo
 that load from other work on a shared machine falls on all cases alike):
 
 - serial: ``Model.embed_files`` batch after batch (no thread pool), full or draft decoding
-- the pipeline (``simsearch.embedding.embed_folder``): decoding in a thread pool overlapped
+- the pipeline (``simsearch.pipeline.embed_folder``): decoding in a thread pool overlapped
   with inference; with onnxruntime's default session (every core, spinning) or the pipeline's
   own (fewer threads, no spinning); with 1, 2 or 3 decode threads; at batches 8, 32, 64
 - each stage alone: decode+resize on one thread; inference alone
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from simsearch.embedding import INFERENCE_THREADS, embed_folder, embedding_model
+    from simsearch.pipeline import INFERENCE_THREADS, embed_folder, embedding_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -220,7 +220,7 @@ def _parts(paths, full, pipeline_model) -> list[tuple[str, Callable[[], int]]]: 
 def _end_to_end(folder: Path, work: Path) -> list[tuple[str, Callable[[], int]]]:
     """The commands as users run them (in-process): files to shards, files to the database."""
     os.environ.setdefault("SIMSEARCH_HOME", str(work / "home"))
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
     from simsearch.embed import embed
     from simsearch.indexing import index
 
@@ -236,14 +236,14 @@ def _end_to_end(folder: Path, work: Path) -> list[tuple[str, Callable[[], int]]]
     def run_index() -> int:
         name = f"bench-embed-{next(runs)}"
         report = index(folder, feature_set=name, build_index=False)
-        with database.connect() as conn:
-            fs = store.feature_set(conn, name)
+        with connect.connect() as conn:
+            fs = feature_sets.feature_set(conn, name)
             if fs is not None:
                 with conn.transaction():
                     conn.execute("DELETE FROM feature_sets WHERE id = %s", [fs.id])
         return report.added
 
-    with database.connect():
+    with connect.connect():
         pass  # start the server before timing
     return [
         ("simsearch embed (end to end, to shards)", run_embed),

@@ -77,9 +77,9 @@ def _cli(*argv: str) -> str:
 
 
 def load(folder: Path, rows: int) -> None:
-    from simsearch import database
+    from simsearch.db import connect
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         found = conn.execute(
             """SELECT count(*) FROM embeddings e JOIN feature_sets f ON f.id = e.feature_set_id
                WHERE f.name = 'filters'"""
@@ -89,7 +89,7 @@ def load(folder: Path, rows: int) -> None:
         return
     _cli("ingest", str(folder), "--feature-set", "filters", "--no-index", "--replace")
     _cli("index-build", "--feature-set", "filters")
-    with database.connect() as conn:
+    with connect.connect() as conn:
         # bucket: a random permutation of the rows, modulo 1000: exact 50/10/1/0.1% slices.
         conn.execute(
             """UPDATE images i SET meta = i.meta || jsonb_build_object('bucket', p.r % 1000)
@@ -104,10 +104,10 @@ def load(folder: Path, rows: int) -> None:
 def measure(queries: np.ndarray, k: int) -> list[dict[str, Any]]:
     from psycopg.types.json import Jsonb
 
-    from simsearch import database
+    from simsearch.db import connect
 
     results = []
-    with database.connect() as conn:
+    with connect.connect() as conn:
         conn.autocommit = True
         total = conn.execute("SELECT count(*) FROM images").fetchone()[0]  # type: ignore[index]
         for label, bound in [("none", None), *FILTERS]:

@@ -25,7 +25,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["SIMSEARCH_HOME"] = str(args.home.resolve())
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
-    from simsearch import database, ingest, store
+    from simsearch import config
+    from simsearch.db import connect, feature_sets, hnsw
 
     say = Say()
     spec = datagen.Spec(args.rows, 1280, 10_000, clusters=max(args.rows // 100, 10))
@@ -33,20 +34,20 @@ def main() -> int:
     say(f"data: {spec.rows:,} x {spec.dimension} in {spec.shards} shards")
     folder, _ = datagen.ensure(DATA, spec)
     model = tiny_model.build(DATA / "tiny-1280.onnx", 1280)
-    with database.connect() as conn:
+    with connect.connect() as conn:
         reset(conn)
     load_args = argparse.Namespace(repeat=1, rows=spec.rows, shard_rows=spec.shard_rows)
     load = measure_load(load_args, folder, model, say)
-    with database.connect() as conn:
-        fs = store.feature_set(conn, "bench")
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, "bench")
         assert fs is not None
-        memory = store.build_memory_mb(spec.rows, spec.dimension, ingest.DEFAULT_M)
+        memory = hnsw.build_memory_mb(spec.rows, spec.dimension, config.HNSW_M)
         started = time.perf_counter()
-        store.build_index(conn, fs, ingest.DEFAULT_M, ingest.DEFAULT_EF_CONSTRUCTION)
+        hnsw.build(conn, fs, config.HNSW_M, config.HNSW_EF_CONSTRUCTION)
         say(
             f"index build: {time.perf_counter() - started:.1f} s (maintenance_work_mem {memory} MB)"
         )
-        fs = store.feature_set(conn, "bench")
+        fs = feature_sets.feature_set(conn, "bench")
         assert fs is not None
         on_disk = sizes(conn, fs)
         say(f"sizes (bytes): {on_disk}")

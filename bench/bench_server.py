@@ -35,7 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from simsearch.search import DEFAULT_CANDIDATES, DEFAULT_EF_SEARCH
+from simsearch.config import CANDIDATES as DEFAULT_CANDIDATES
+from simsearch.config import EF_SEARCH as DEFAULT_EF_SEARCH
 
 from . import datagen
 from .measure import machine
@@ -258,11 +259,11 @@ def set_draft(env: dict[str, str], draft: bool) -> None:
     """Record JPEG draft decoding (or full decoding) as the feature set's preprocessing."""
     script = (
         "import json, sys\n"
-        "from simsearch import database, store\n"
-        "with database.connect() as conn:\n"
-        f"    fs = store.feature_set(conn, {FEATURE_SET!r})\n"
+        "from simsearch.db import connect, feature_sets\n"
+        "with connect.connect() as conn:\n"
+        f"    fs = feature_sets.feature_set(conn, {FEATURE_SET!r})\n"
         "    pre = dict(fs.preprocess, draft=sys.argv[1] == '1')\n"
-        "    store.set_model(conn, fs, fs.model, fs.model_sha256, pre)\n"
+        "    feature_sets.set_model(conn, fs, fs.model, fs.model_sha256, pre)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, "1" if draft else "0"],
@@ -358,7 +359,7 @@ def cold_cli(env: dict[str, str], photo: Path, runs: int) -> dict[str, Any]:
 
 def served(env: dict[str, str]) -> int:
     """Requests the resident server has answered (0 when none runs): GET /health on its socket."""
-    from simsearch.client import UnixHTTPConnection
+    from simsearch.server.client import UnixHTTPConnection
 
     for sock in (Path(env["SIMSEARCH_HOME"]) / "run").glob("server-*.sock"):
         connection = UnixHTTPConnection(sock, timeout=5)

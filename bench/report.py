@@ -194,7 +194,7 @@ def render(r: dict[str, Any]) -> str:
     sz = r["sizes"]
     out += [
         "",
-        "HNSW build (`store.build_index`, maintenance_work_mem 2GB, 2 parallel workers): "
+        "HNSW build (`db.hnsw.build`, maintenance_work_mem 2GB, 2 parallel workers): "
         + ", ".join(f"{t:.1f} s" for t in b["runs"])
         + f"; median **{b['seconds']:.1f} s**.",
         "",
@@ -203,7 +203,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## kNN in SQL: recall@10 against latency",
         "",
-        f"`store.knn` (what `simsearch query` runs) from one warm connection, "
+        f"`db.knn.knn` (what `simsearch query` runs) from one warm connection, "
         f"{len(r['curve']) and 'each held-out query'} answered {{repeat}} times per setting; "
         "latency per query includes the transaction and `SET LOCAL` round trips. Recall is "
         "against the exact NumPy answer. `worst` is the lowest single-query recall.",
@@ -229,7 +229,7 @@ def render(r: dict[str, Any]) -> str:
     out += [
         "## Incremental ingest into an indexed feature set",
         "",
-        "HNSW keeps itself valid on INSERT, one row at a time. Policy (`ingest.REBUILD_FRACTION`"
+        "HNSW keeps itself valid on INSERT, one row at a time. Policy (`db.hnsw.REBUILD_FRACTION`"
         f" = {inc['fraction']}): a load adding more than that share of the stored rows drops the "
         "index, loads, and rebuilds it with the same parameters; smaller loads insert.",
         "",

@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SIMSEARCH_HOME"] = str(args.home.resolve())
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
     os.environ.pop("SIMSEARCH_MODEL", None)
-    from simsearch import ingest, search
+    from simsearch import config
 
-    m = args.m or ingest.DEFAULT_M
-    efc = args.ef_construction or ingest.DEFAULT_EF_CONSTRUCTION
+    m = args.m or config.HNSW_M
+    efc = args.ef_construction or config.HNSW_EF_CONSTRUCTION
     spec = datagen.Spec(
         args.rows, args.dimension, args.shard_rows, clusters=max(args.rows // 100, 10)
     )
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "m": m,
         "ef_construction": efc,
         "defaults": {
-            "ef_search": search.DEFAULT_EF_SEARCH,
-            "candidates": search.DEFAULT_CANDIDATES,
+            "ef_search": config.EF_SEARCH,
+            "candidates": config.CANDIDATES,
         },
     }
     say = Say()
@@ -122,16 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     truth = exact_top(features, queries, 10)
     results["numpy_exact_ms"] = numpy_exact_ms(features, queries[: min(10, len(queries))])
 
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         reset(conn)
     results["load"] = measure_load(args, main_dir, model, say)
-    with database.connect() as conn:
-        fs = store.feature_set(conn, FEATURE_SET)
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, FEATURE_SET)
         assert fs is not None
         results["build"] = measure_build(conn, fs, m, efc, args.build_repeat, say)
-        fs = store.feature_set(conn, FEATURE_SET)
+        fs = feature_sets.feature_set(conn, FEATURE_SET)
         assert fs is not None
         results["sizes"] = sizes(conn, fs)
         results["curve"] = measure_curve(conn, fs, queries, ids, truth, args.repeat, say)
@@ -168,9 +168,9 @@ def simsearch_command() -> list[str]:
 
 def reset(conn: Any) -> None:
     """Empty the benchmark's own database (its private SIMSEARCH_HOME)."""
-    from simsearch import store
+    from simsearch.db import feature_sets
 
-    store.empty_database(conn)
+    feature_sets.empty_database(conn)
     conn.execute("CHECKPOINT")  # each load starts from the same WAL state
 
 
@@ -192,7 +192,7 @@ def exact_top(features: np.ndarray, queries: np.ndarray, k: int) -> list[list[in
 
 
 def numpy_exact_ms(features: np.ndarray, queries: np.ndarray) -> float:
-    from simsearch.scan import nearest
+    from simsearch.reference import nearest
 
     times = []
     for q in queries:
@@ -203,12 +203,12 @@ def numpy_exact_ms(features: np.ndarray, queries: np.ndarray) -> float:
 
 
 def measure_load(args: argparse.Namespace, folder: Path, model: Path, say: Say) -> dict[str, Any]:
-    from simsearch import database
+    from simsearch.db import connect
 
     runs = []
     for attempt in range(args.repeat):
         if attempt:
-            with database.connect() as conn:
+            with connect.connect() as conn:
                 reset(conn)
         run = run_child(
             [
@@ -243,12 +243,12 @@ def measure_load(args: argparse.Namespace, folder: Path, model: Path, say: Say) 
 
 
 def measure_build(conn: Any, fs: Any, m: int, efc: int, repeat: int, say: Say) -> dict[str, Any]:
-    from simsearch import store
+    from simsearch.db import hnsw
 
     times = []
     for attempt in range(repeat):
         started = time.perf_counter()
-        store.build_index(conn, fs, m, efc)
+        hnsw.build(conn, fs, m, efc)
         times.append(time.perf_counter() - started)
         say(f"index build {attempt + 1}/{repeat} (m={m}, ef_construction={efc}): {times[-1]:.1f} s")
     return {"runs": times, "seconds": median(times)}
@@ -273,11 +273,11 @@ def measure_curve(
     repeat: int,
     say: Say,
 ) -> list[dict[str, Any]]:
-    from simsearch import store
+    from simsearch.db import knn
 
     expected = [{str(ids[r]) for r in rows} for rows in truth]
     for q in queries[:20]:  # warm the index and the prepared statements
-        store.knn(conn, fs, q, 10)
+        knn.knn(conn, fs, q, 10)
     curve = []
     for ef, candidates in GRID:
         times: list[float] = []
@@ -285,7 +285,7 @@ def measure_curve(
         for _ in range(repeat):
             for q, want in zip(queries, expected, strict=False):
                 started = time.perf_counter()
-                found = store.knn(conn, fs, q, 10, ef_search=ef, candidates=candidates)
+                found = knn.knn(conn, fs, q, 10, ef_search=ef, candidates=candidates)
                 times.append((time.perf_counter() - started) * 1000)
                 recalls.append(len(want & {mt.object_id for mt in found}) / 10)
         point = {
@@ -305,12 +305,12 @@ def measure_curve(
 
 
 def exact_sql_ms(conn: Any, fs: Any, queries: np.ndarray) -> float:
-    from simsearch import store
+    from simsearch.db import knn
 
     times = []
     for q in queries:
         started = time.perf_counter()
-        store.knn(conn, fs, q, 10, exact=True)
+        knn.knn(conn, fs, q, 10, exact=True)
         times.append((time.perf_counter() - started) * 1000)
     return median(times)
 
@@ -371,12 +371,12 @@ def measure_incremental(
     say: Say,
 ) -> dict[str, Any]:
     """More rows into the indexed feature set: a small load inserts into the HNSW graph, a large
-    one (ingest.REBUILD_FRACTION) drops the index, loads and rebuilds it."""
-    from simsearch import database, ingest, store
+    one (hnsw.REBUILD_FRACTION) drops the index, loads and rebuilds it."""
+    from simsearch.db import connect, feature_sets, hnsw
 
     trickle = datagen.ensure_trickle(args.data, spec)
     _, extra = datagen.ensure(args.data, spec)
-    out: dict[str, Any] = {"fraction": ingest.REBUILD_FRACTION}
+    out: dict[str, Any] = {"fraction": hnsw.REBUILD_FRACTION}
     all_ids, all_features = ids, features
     for label, folder in (("insert", trickle), ("rebuild", extra)):
         run = run_child([*simsearch_command(), "ingest", str(folder), "--feature-set", FEATURE_SET])
@@ -386,8 +386,8 @@ def measure_incremental(
         all_ids = np.concatenate([all_ids, more_ids])
         all_features = np.concatenate([all_features, more_features])
         truth = exact_top(all_features, queries, 10)
-        with database.connect() as conn:
-            fs = store.feature_set(conn, FEATURE_SET)
+        with connect.connect() as conn:
+            fs = feature_sets.feature_set(conn, FEATURE_SET)
             assert fs is not None and fs.indexed
             curve = measure_curve(
                 conn,

@@ -15,7 +15,7 @@ else:
     import psycopg
     from sqlalchemy import create_engine
 
-    from simsearch.database import conninfo
+    from simsearch.db.connect import conninfo
 
     target = conninfo()
     engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(target))

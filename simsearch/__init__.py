@@ -4,13 +4,13 @@ The public API is what the CLI calls::
 
     import simsearch
     from simsearch.ingest import ingest
-    from simsearch.search import scan
+    from simsearch.reference import scan
 
     ingest(Path("features"), feature_set="photos", model="model.onnx")
     [matches] = simsearch.query([Path("photo.jpg")], n=10)
     reference = scan(Path("features"), Path("photo.jpg"), n=10, model="model.onnx")
 
-(``ingest`` and ``scan`` are also module names, so they are not re-exported here.)
+(``ingest`` is also a module name, so it is not re-exported here.)
 
 Functions are imported on first use: NumPy, psycopg and onnxruntime cost more to import than
 a search takes, and a thin client must not pay for them.
@@ -37,7 +37,8 @@ _LAZY = {
     "IngestReport": "simsearch.ingest",
     "query": "simsearch.search",
     "query_vector": "simsearch.search",
-    "Match": "simsearch.scan",
+    "Match": "simsearch.results",
+    "QueryOptions": "simsearch.options",
     "load_model": "simsearch.model",
     "Model": "simsearch.model",
     "Overrides": "simsearch.model",
@@ -47,8 +48,9 @@ _LAZY = {
 if TYPE_CHECKING:
     from .ingest import IngestReport
     from .model import Model, Overrides, load_model
+    from .options import QueryOptions
     from .preprocess import Preprocess
-    from .scan import Match
+    from .results import Match
     from .search import query, query_vector
 
 
@@ -69,6 +71,7 @@ __all__ = [
     "ModelError",
     "Overrides",
     "Preprocess",
+    "QueryOptions",
     "ShardError",
     "SimsearchError",
     "__version__",

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError, SimsearchError
+from . import __version__, config
+from .errors import InputError, SimsearchError, one_line
 
 _EPILOG = """environment:
   SIMSEARCH_DATABASE_URL  PostgreSQL URL of an external server (unset: the embedded one)
@@ -39,10 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import psycopg
 
         if isinstance(exc, psycopg.Error):
-            from .database import redact
-
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"error: database: {redact(first)}", file=sys.stderr)
+            print(f"error: database: {one_line(exc)}", file=sys.stderr)
             return 1
         raise
 
@@ -100,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only images with KEY=VALUE, KEY!=VALUE or a range such as 'width>=1024' or "
         "'added_at<2026-01-01'; KEY is an images column or a meta key (repeatable, all must hold)",
     )
-    query.add_argument("-n", type=_positive, default=10, help="how many results (default 10)")
+    query.add_argument(
+        "-n", type=_positive, default=config.RESULTS, help=f"how many results ({config.RESULTS})"
+    )
     query.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
     _model_options(query, "override the feature set's model")
     query.add_argument(
@@ -111,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=None,
         metavar="N",
-        help="HNSW candidates searched (ef_search; default 200): higher is slower and surer",
+        help=f"the recall knob, HNSW ef_search ({config.EF_SEARCH}): higher is slower and surer",
     )
     query.add_argument("--json", action="store_true", help="print a JSON array")
     query.add_argument(
@@ -131,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("feature_dir", type=Path, metavar="FEATURE_DIR")
     scan.add_argument("image", type=Path, metavar="IMAGE")
-    scan.add_argument("-n", type=_positive, default=10, help="how many results (default 10)")
+    scan.add_argument(
+        "-n", type=_positive, default=config.RESULTS, help=f"how many results ({config.RESULTS})"
+    )
     _model_options(scan, "the ONNX model the features came from")
     scan.add_argument("--json", action="store_true", help="print a JSON array")
     scan.set_defaults(run=_scan)
@@ -142,13 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the HNSW index on half-precision vectors that default queries use.",
     )
     index_build.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
-    index_build.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
+    index_build.add_argument(
+        "--m",
+        type=_positive,
+        default=config.HNSW_M,
+        help=f"HNSW links per node ({config.HNSW_M})",
+    )
     index_build.add_argument(
         "--ef-construction",
         type=_positive,
-        default=64,
+        default=config.HNSW_EF_CONSTRUCTION,
         metavar="N",
-        help="HNSW build candidates (64)",
+        help=f"HNSW build candidates ({config.HNSW_EF_CONSTRUCTION})",
     )
     index_build.add_argument("--drop", action="store_true", help="drop the index instead")
     index_build.set_defaults(run=_index_build)
@@ -254,45 +260,36 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
+    options = _query_options(args)
     if args.ids or args.where or len(args.images) != 1 or args.images[0].is_dir():
-        return _query_many(args)
-    args.image = args.images[0]
+        return _query_many(args, options)
     if not args.no_daemon:
         # The thin client imports only the standard library; None means: work here instead.
-        from . import client
+        from .server import client
 
-        answer = client.query(_query_request(args), args.image)
+        answer = client.query(options, args.images[0])
         if answer is not None:
             _print_matches(answer, args.json)
             return 0
-    from .search import DEFAULT_EF_SEARCH, query
+    from .search import query
 
-    (matches,) = query(
-        [args.image],
-        n=args.n,
-        feature_set=args.feature_set,
-        model=args.model,
-        exact=args.exact,
-        ef_search=args.ef or DEFAULT_EF_SEARCH,
-        overrides=_overrides(args),
-    )
+    (matches,) = query(args.images, options)
     _print_matches(matches, args.json)
     return 0
 
 
-def _query_request(args: argparse.Namespace) -> dict[str, object]:
-    """The query's options as the server takes them; paths absolute, as the server's cwd differs."""
-    model = args.model
-    if model is not None and not model.startswith("builtin:"):
-        model = str(Path(model).expanduser().resolve())
-    return {
-        "n": args.n,
-        "feature_set": args.feature_set,
-        "model": model,
-        "exact": args.exact,
-        "ef_search": args.ef,
-        "overrides": _overrides_dict(args),
-    }
+def _query_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .options import QueryOptions
+
+    return QueryOptions(
+        n=args.n,
+        feature_set=args.feature_set,
+        exact=args.exact,
+        ef_search=args.ef or config.EF_SEARCH,
+        where=tuple(args.where),
+        model=args.model,
+        overrides=_overrides_dict(args),
+    )
 
 
 def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
@@ -303,8 +300,13 @@ def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
         "HTTP on a loopback port (API and web page at /) and on a private Unix socket that "
         "`simsearch query` uses. Ends on Ctrl-C, SIGTERM or `simsearch stop`.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (8000; 0 picks a free one)")
+    serve.add_argument("--host", default=config.HOST, help=f"address to listen on ({config.HOST})")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=config.PORT,
+        help=f"TCP port ({config.PORT}; 0 picks a free one)",
+    )
     serve.add_argument(
         "--socket",
         type=Path,
@@ -322,16 +324,16 @@ def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
     serve.add_argument(
         "--max-upload-mb",
         type=_positive,
-        default=20,
+        default=config.MAX_UPLOAD_MB,
         metavar="MB",
-        help="largest upload accepted (20 MB; larger: HTTP 413)",
+        help=f"largest upload accepted ({config.MAX_UPLOAD_MB} MB; larger: HTTP 413)",
     )
     serve.add_argument(
         "--max-pixels",
         type=_positive,
-        default=50_000_000,
+        default=config.MAX_PIXELS,
         metavar="N",
-        help="largest image accepted, in pixels (50,000,000; larger: HTTP 422)",
+        help=f"largest image accepted, in pixels ({config.MAX_PIXELS:,}; larger: HTTP 422)",
     )
     serve.add_argument(
         "--idle-timeout",
@@ -353,13 +355,13 @@ def _add_server_commands(commands) -> None:  # type: ignore[no-untyped-def]
 
 def _serve(args: argparse.Namespace) -> int:
     if args.detach:
-        from . import daemon
+        from .server import process
 
-        pid = daemon.start_background(_serve_argv(args))
-        info = daemon.running() or {}
+        pid = process.start_background(_serve_argv(args))
+        info = process.running() or {}
         print(f"simsearch server (pid {pid}): {info.get('url') or info.get('socket')}")
         return 0
-    from .server import serve
+    from .server.run import serve
 
     return serve(
         host=args.host,
@@ -387,15 +389,15 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from . import daemon
+    from .server import process
 
-    pid = daemon.stop()
+    pid = process.stop()
     print(f"stopped the simsearch server (pid {pid})" if pid else "no simsearch server was running")
     return 0
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from .search import scan
+    from .reference import scan
 
     _print_matches(
         scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json
@@ -403,27 +405,16 @@ def _scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_many(args: argparse.Namespace) -> int:
+def _query_many(args: argparse.Namespace, options) -> int:  # type: ignore[no-untyped-def]
     """Several queries, --id or --where: in-process, one block (or JSON line) per query."""
-    from .filters import parse_where
-    from .search import DEFAULT_EF_SEARCH, expand_images, query_many
+    from .search import expand_images, query_many
 
     if not args.images and not args.ids:
         args.query_parser.error("expected IMAGE, a folder of images or --id OBJECT_ID")  # exit 2
     images = expand_images(args.images)
     if not images and not args.ids:
         raise InputError(f"query: no image files under {', '.join(map(str, args.images))}")
-    results = query_many(
-        images,
-        args.ids,
-        n=args.n,
-        feature_set=args.feature_set,
-        model=args.model,
-        exact=args.exact,
-        ef_search=args.ef or DEFAULT_EF_SEARCH,
-        overrides=_overrides(args),
-        where=parse_where(args.where),
-    )
+    results = query_many(images, args.ids, options)
     if len(results) == 1 and len(args.images) <= 1 and not any(p.is_dir() for p in args.images):
         _print_matches(results[0][1], args.json)  # one query: the single-image format
         return 0
@@ -483,15 +474,13 @@ def _meta_import(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from . import database, sql_surface, store
-    from .search import choose_feature_set
+    from .db import connect, feature_sets, images
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         fs = None
         if args.feature_set is not None:
-            fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
-            conn.commit()
-        report = sql_surface.delete_objects(conn, args.object_ids, fs)
+            fs = feature_sets.resolve(conn, args.feature_set)
+        report = images.delete_objects(conn, args.object_ids, fs)
     where = f"feature set {fs.name!r}" if fs else "every feature set"
     line = f"deleted {report.embeddings:,} rows from {where}"
     if fs is None:
@@ -503,13 +492,11 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _drop(args: argparse.Namespace) -> int:
-    from . import database, sql_surface, store
-    from .search import choose_feature_set
+    from .db import connect, feature_sets
 
-    with database.connect() as conn:
-        fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
-        conn.commit()
-        rows = sql_surface.drop_feature_set(conn, fs)
+    with connect.connect() as conn:
+        fs = feature_sets.resolve(conn, args.feature_set)
+        rows = feature_sets.drop(conn, fs)
     print(f"dropped feature set {fs.name!r} ({rows:,} rows, its ledger and index)")
     return 0
 
@@ -523,14 +510,12 @@ def _print_matches(matches, as_json: bool) -> None:  # type: ignore[no-untyped-d
 
 
 def _index_build(args: argparse.Namespace) -> int:
-    from . import database, store
-    from .search import choose_feature_set
+    from .db import connect, feature_sets, hnsw
 
-    with database.connect() as conn:
-        fs = choose_feature_set(store.feature_sets(conn), args.feature_set)
-        conn.commit()
+    with connect.connect() as conn:
+        fs = feature_sets.resolve(conn, args.feature_set)
         if args.drop:
-            store.drop_index(conn, fs)
+            hnsw.drop(conn, fs)
             print(f"{fs.name}: dropped the HNSW index; queries scan exactly")
             return 0
         from .progress import Progress
@@ -539,20 +524,19 @@ def _index_build(args: argparse.Namespace) -> int:
         progress.note(
             f"building the HNSW index (m={args.m}, ef_construction={args.ef_construction}) ..."
         )
-        store.build_index(conn, fs, args.m, args.ef_construction)
+        hnsw.build(conn, fs, args.m, args.ef_construction)
         print(f"{fs.name}: built the HNSW index in {progress.elapsed:.1f} s")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
-    from .search import DEFAULT_EF_SEARCH
 
     result = evaluate(
         feature_set=args.feature_set,
         sample=args.sample,
         k=args.k,
-        ef_search=args.ef or [DEFAULT_EF_SEARCH],
+        ef_search=args.ef or [config.EF_SEARCH],
         candidates=args.candidates,
         seed=args.seed,
     )
@@ -576,9 +560,9 @@ def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     embed.add_argument(
         "--shard-size",
         type=_positive,
-        default=10_000,
+        default=config.SHARD_SIZE,
         metavar="N",
-        help="images per shard (10000)",
+        help=f"images per shard ({config.SHARD_SIZE})",
     )
     _embedding_options(embed)
     embed.set_defaults(run=_embed)
@@ -617,7 +601,11 @@ def _embedding_options(parser: argparse.ArgumentParser) -> None:
         help="object id: SHA-1 of the file + extension (default), or the relative path",
     )
     parser.add_argument(
-        "--batch", type=_positive, default=32, metavar="N", help="images per inference (32)"
+        "--batch",
+        type=_positive,
+        default=config.BATCH,
+        metavar="N",
+        help=f"images per inference ({config.BATCH})",
     )
     parser.add_argument(
         "--decode",
@@ -668,8 +656,6 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _env_model() -> str | None:
-    from . import config
-
     return config.model_path()
 
 
@@ -682,14 +668,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _db_status(args: argparse.Namespace) -> int:
-    from . import database, store
+    from .db import connect, feature_sets
 
-    print(f"database: {database.describe()}")
-    with database.connect() as conn:
-        version, vector = store.server_version(conn)
+    print(f"database: {connect.describe()}")
+    with connect.connect() as conn:
+        version, vector = feature_sets.server_version(conn)
         print(f"server: PostgreSQL {version}, pgvector {vector}")
-        print(f"schema revision: {database.schema_revision(conn)}")
-        statuses = store.status(conn)
+        print(f"schema revision: {connect.schema_revision(conn)}")
+        statuses = feature_sets.status(conn)
     if not statuses:
         print("feature sets: none")
     for st in statuses:
@@ -708,33 +694,31 @@ def _db_status(args: argparse.Namespace) -> int:
 
 
 def _db_url(args: argparse.Namespace) -> int:
-    from . import config, embedded
+    from .db import connect
 
-    url = config.database_url() or embedded.url(config.home())
-    print(url)
+    print(connect.url())
     return 0
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from . import database
+    from .db import connect
 
-    with database.connect(migrate=False) as conn:
-        before = database.schema_revision(conn)
-        database.ensure_schema(conn)
-        after = database.schema_revision(conn)
+    with connect.connect(migrate=False) as conn:
+        before = connect.schema_revision(conn)
+        connect.ensure_schema(conn)
+        after = connect.schema_revision(conn)
     print(f"schema revision: {after}" + ("" if before == after else f" (was {before})"))
     return 0
 
 
 def _db_stop(args: argparse.Namespace) -> int:
-    from . import config, embedded
-
     if config.database_url():
         print("SIMSEARCH_DATABASE_URL is set: simsearch does not manage that server")
         return 1
-    from . import daemon
+    from .db import embedded
+    from .server import process
 
-    if daemon.stop():  # it holds connections to the database
+    if process.stop():  # it holds connections to the database
         print("stopped the simsearch server")
     stopped = embedded.stop(config.home())
     print(

@@ -20,11 +20,13 @@ from typing import TextIO
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from . import config, database, store
+from . import config
+from .db import connect, images
 from .errors import InputError
+from .files import write_atomic
 from .indexing import IndexReport, index
 from .progress import Progress
-from .scan import Match
+from .results import Match
 from .search import query
 
 FEATURE_SET = "demo"
@@ -110,9 +112,7 @@ def write_gallery(folder: Path, photos: dict[str, np.ndarray]) -> dict[str, Path
         data = jpeg_bytes(Image.fromarray(photo))
         path = folder / f"{hashlib.sha1(data).hexdigest()}.jpg"
         if not path.exists():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomic(path, data)
         written[name] = path
     return written
 
@@ -132,7 +132,7 @@ def run_demo(
 
     say(
         f"Indexing {len(written)} photos with the default model (EfficientNet-Lite0) into "
-        f"feature set {FEATURE_SET!r} on {database.describe()} ..."
+        f"feature set {FEATURE_SET!r} on {connect.describe()} ..."
     )
     report = index(gallery_dir, feature_set=FEATURE_SET, progress=Progress())
     say("  " + report.summary())
@@ -142,8 +142,9 @@ def run_demo(
         "cropped to 85%, scaled to 3/4, re-saved as JPEG quality 60; it is not in the gallery)"
     )
     (matches,) = query([query_image], n=n, feature_set=FEATURE_SET)
-    with database.connect() as conn:
-        paths = store.image_paths(conn, [m.object_id for m in matches])
+    with connect.connect() as conn:
+        records = images.image_records(conn, [m.object_id for m in matches])
+    paths = {oid: r.path for oid, r in records.items() if r.path is not None}
     names = {path.name: name for name, path in written.items()}
     return DemoResult(gallery_dir, query_image, written[QUERY_PHOTO], matches, paths, names, report)
 

@@ -8,7 +8,6 @@ listed shard holds (an interrupted shard, or files added since) into new shards.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding import embed_folder, embedding_model
+from . import config
 from .errors import InputError
+from .files import write_atomic
 from .gallery import ImageRecord, list_images
 from .manifest import Manifest, manifest_model, read_manifest, write_manifest
 from .model import Model, Overrides
+from .pipeline import embed_folder, embedding_model
 from .progress import Progress, rate
 from .shards import FEATURES_SUFFIX, IDS_SUFFIX, list_shards
-
-DEFAULT_SHARD_SIZE = 10_000
-DEFAULT_BATCH = 32
 
 
 @dataclass
@@ -61,8 +59,8 @@ def embed(
     model: str | None = None,
     overrides: Overrides | None = None,
     decode: str | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    batch: int = DEFAULT_BATCH,
+    shard_size: int = config.SHARD_SIZE,
+    batch: int = config.BATCH,
     id_mode: str = "sha1",
     progress: Progress | None = None,
 ) -> EmbedReport:
@@ -106,7 +104,7 @@ def embed(
             _write_shard(out_dir, name, [r.object_id for r in records], np.stack(vectors))
             if not manifest.dimension:
                 manifest.dimension = int(vectors[0].shape[0])
-            manifest.shards[name] = [r.path for r in records]
+            manifest.shards[name] = [str(r.path) for r in records]  # always set by the pipeline
             write_manifest(out_dir, manifest)
             report.shards_written.append(name)
             number += 1
@@ -178,12 +176,7 @@ def _write_shard(out_dir: Path, name: str, ids: list[str], features: np.ndarray)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _stored_ids(out_dir: Path, manifest: Manifest) -> set[str]:

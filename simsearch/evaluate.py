@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import database, store
+from . import config
+from .db import connect, feature_sets, knn
 from .errors import FeatureSetError
-from .search import DEFAULT_CANDIDATES, DEFAULT_EF_SEARCH, choose_feature_set
 
 
 @dataclass(frozen=True)
@@ -88,36 +88,35 @@ def evaluate(
     feature_set: str | None = None,
     sample: int = 100,
     k: int = 10,
-    ef_search: Sequence[int] = (DEFAULT_EF_SEARCH,),
+    ef_search: Sequence[int] = (config.EF_SEARCH,),
     candidates: int | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """Recall@k and latency of the default query path for each ``ef_search``, on stored vectors."""
     if sample < 1 or k < 1:
         raise FeatureSetError(f"expected --sample and -k of at least 1, found {sample} and {k}")
-    with database.connect() as conn:
-        fs = choose_feature_set(store.feature_sets(conn), feature_set)
-        conn.commit()
-        rows = store.row_count(conn, fs)
+    with connect.connect() as conn:
+        fs = feature_sets.resolve(conn, feature_set)
+        rows = feature_sets.row_count(conn, fs)
         if rows == 0:
             raise FeatureSetError(
                 f"feature set {fs.name!r} holds no vectors yet; nothing to evaluate"
             )
-        queries = store.sample_vectors(conn, fs, sample, seed)
+        queries = feature_sets.sample_vectors(conn, fs, sample, seed)
         exact_ms: list[float] = []
         truth: list[set[str]] = []
         for vector in queries:
             started = time.perf_counter()
-            found = store.knn(conn, fs, vector, k, exact=True)
+            found = knn.knn(conn, fs, vector, k, exact=True)
             exact_ms.append((time.perf_counter() - started) * 1000)
             truth.append({m.object_id for m in found})
         settings = []
         for ef in ef_search:
-            pool = candidates if candidates is not None else max(DEFAULT_CANDIDATES, k)
+            pool = candidates if candidates is not None else max(config.CANDIDATES, k)
             recalls, times = [], []
             for vector, expected in zip(queries, truth, strict=False):
                 started = time.perf_counter()
-                found = store.knn(conn, fs, vector, k, ef_search=ef, candidates=pool)
+                found = knn.knn(conn, fs, vector, k, ef_search=ef, candidates=pool)
                 times.append((time.perf_counter() - started) * 1000)
                 recalls.append(len(expected & {m.object_id for m in found}) / max(len(expected), 1))
             settings.append(

@@ -86,17 +86,22 @@ def meta_value(raw: str) -> Any:
 
 
 def _timestamp(text: str, key: str, raw: str) -> str:
-    """An ISO date or date-time; a date means its midnight UTC, a naive time means UTC."""
     try:
-        if len(raw) == 10:
-            moment = datetime.combine(date.fromisoformat(raw), datetime.min.time())
-        else:
-            moment = datetime.fromisoformat(raw)
+        return iso_timestamp(raw)
     except ValueError:
         raise InputError(
             f"--where {text!r}: expected an ISO date such as 2026-01-01 or "
             f"2026-01-01T12:00:00+09:00 for {key}, found {raw!r}"
         ) from None
+
+
+def iso_timestamp(raw: str) -> str:
+    """An ISO date or date-time as a full ISO date-time (ValueError if it is neither): a date
+    means its midnight UTC, a time without a zone means UTC."""
+    if len(raw) == 10:
+        moment = datetime.combine(date.fromisoformat(raw), datetime.min.time())
+    else:
+        moment = datetime.fromisoformat(raw)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.isoformat()

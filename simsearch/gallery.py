@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 
@@ -21,15 +22,18 @@ IMAGE_EXTENSIONS = frozenset(
 ID_MODES = ("sha1", "path")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImageRecord:
-    """One image file as the images table holds it."""
+    """One image as the images table holds it; None (and an empty meta) leaves a stored value
+    as it is when the record is upserted."""
 
     object_id: str
-    path: str  # relative to the folder, with forward slashes
-    bytes: int
-    width: int  # as displayed, after EXIF orientation
-    height: int
+    path: str | None = None  # relative to its image folder, with forward slashes, or absolute
+    bytes: int | None = None
+    width: int | None = None  # as displayed, after EXIF orientation
+    height: int | None = None
+    added_at: str | None = None  # ISO 8601
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def list_images(folder: Path) -> list[str]:

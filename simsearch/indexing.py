@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import database, store
-from .embedding import embed_folder, embedding_model
+from . import config
+from .db import connect, feature_sets, hnsw, images, ledger
+from .db.feature_sets import Connection, FeatureSet
 from .errors import FeatureSetError
 from .gallery import ImageRecord, list_images
-from .ingest import auto_index
 from .model import Model, Overrides
+from .pipeline import embed_folder, embedding_model
 from .preprocess import Preprocess
 from .progress import Progress, rate
 from .shards import Shard
 
 DEFAULT_CHUNK = 1000  # images per transaction: a crash loses at most this much work
-DEFAULT_BATCH = 32
 
 
 @dataclass
@@ -63,7 +63,7 @@ def index(
     model: str | None = None,
     overrides: Overrides | None = None,
     decode: str | None = None,
-    batch: int = DEFAULT_BATCH,
+    batch: int = config.BATCH,
     chunk: int = DEFAULT_CHUNK,
     id_mode: str = "sha1",
     progress: Progress | None = None,
@@ -75,12 +75,11 @@ def index(
     paths = list_images(image_dir)
     report.files = len(paths)
 
-    with database.connect() as conn:
-        fs = store.feature_set(conn, name)
-        conn.commit()
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, name)
         chosen = _model_for(fs, model, overrides, decode)
         if fs is None:
-            fs = store.create_feature_set(
+            fs = feature_sets.create(
                 conn,
                 name,
                 chosen.interface.dimension or _probe_dimension(chosen),
@@ -88,8 +87,8 @@ def index(
                 chosen.sha256,
                 chosen.preprocess.to_dict(),
             )
-        store.add_image_root(conn, fs, str(image_dir.resolve()))  # images.path is relative to it
-        stored = store.object_ids(conn, fs)
+        images.add_image_root(conn, fs, str(image_dir.resolve()))  # images.path is relative to it
+        stored = feature_sets.object_ids(conn, fs)
         started = time.perf_counter()  # the rate is of embedding and loading, not server start
         seen: set[str] = set()
         records: list[ImageRecord] = []
@@ -128,17 +127,16 @@ def index(
         progress.clear()
         report.seconds = time.perf_counter() - started
         if report.added:
-            store.analyze(conn)
-        report.total_rows = store.row_count(conn, fs)
-        fs = store.feature_set(conn, name) or fs
-        conn.commit()
+            feature_sets.analyze(conn)
+        report.total_rows = feature_sets.row_count(conn, fs)
+        fs = feature_sets.feature_set(conn, name) or fs
         if build_index and report.added:
-            report.index_built = auto_index(conn, fs, report.total_rows, progress)
+            report.index_built = hnsw.auto_build(conn, fs, report.total_rows, progress)
     return report
 
 
 def _model_for(
-    fs: store.FeatureSet | None, model: str | None, overrides: Overrides | None, decode: str | None
+    fs: FeatureSet | None, model: str | None, overrides: Overrides | None, decode: str | None
 ) -> Model:
     """A new feature set's model as asked; an existing one's as recorded, and nothing else."""
     if fs is None:
@@ -168,18 +166,12 @@ def _model_for(
 
 def _probe_dimension(model: Model) -> int:
     """The output size of a model that leaves it symbolic: run it once on a blank image."""
-    spec = model.preprocess
-    shape = (
-        (1, spec.height, spec.width, 3)
-        if spec.layout == "NHWC"
-        else (1, 3, spec.height, spec.width)
-    )
-    return int(model.run(np.zeros(shape, np.float32)).shape[1])
+    return int(model.run(np.zeros(model.preprocess.input_shape(), np.float32)).shape[1])
 
 
 def _load(
-    conn: store.Connection,
-    fs: store.FeatureSet,
+    conn: Connection,
+    fs: FeatureSet,
     records: list[ImageRecord],
     vectors: list[np.ndarray],
     report: IndexReport,
@@ -193,6 +185,6 @@ def _load(
     # The ledger wants a name per load; the content hash makes it unique and self-describing.
     shard = Shard(f"index-{sha256[:16]}", ids, features, sha256)
     with conn.transaction():  # metadata and vectors land together (load_shard nests inside)
-        store.upsert_images(conn, records)
-        store.load_shard(conn, fs, shard, replace=False)
+        images.upsert_images(conn, records)
+        ledger.load_shard(conn, fs, shard, replace=False)
     report.added += len(records)

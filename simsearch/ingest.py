@@ -13,20 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import database, store
-from .errors import FeatureSetError, ShardError, SimsearchError
+from .db import connect, feature_sets, hnsw, ledger
+from .db.feature_sets import Connection, FeatureSet
+from .errors import ShardError, SimsearchError
 from .model import Model, Overrides, load_model
 from .progress import Progress, rate
 from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
-
-# Below this many rows an exact scan is fast enough (about 30 ms) and always right, so no
-# ANN index is built automatically; `simsearch index-build` builds one at any size.
-AUTO_INDEX_ROWS = 20_000
-DEFAULT_M = 16
-DEFAULT_EF_CONSTRUCTION = 64
-# A load adding more than this share of a feature set's rows rebuilds its index (see
-# _rebuild_params); smaller loads insert into it. Break-even measured near 1/15.
-REBUILD_FRACTION = 0.05
 
 
 @dataclass
@@ -81,71 +73,53 @@ def ingest(
         raise ShardError(f"{feature_dir}: no complete shard (each needs ids and features files)")
     chosen_model = _chosen_model(feature_dir, model, overrides)
 
-    with database.connect() as conn:
-        fs = store.feature_set(conn, name)
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, name)
         dimension = fs.dimension if fs else None
-        ledger = store.loaded_shards(conn, fs) if fs else {}
-        pending = _check_all(conn, fs, listing.shards, ledger, dimension, replace, progress, report)
+        loaded = ledger.loaded_shards(conn, fs) if fs else {}
+        pending = _check_all(conn, fs, listing.shards, loaded, dimension, replace, progress, report)
         if dimension is None:
             dimension = _dimension_of(pending[0] if pending else listing.shards[0])
         if chosen_model is not None:
-            _check_model_dimension(chosen_model, dimension, name)
+            chosen_model.check_dimension(dimension, name)
         if fs is None:
-            fs = store.create_feature_set(conn, name, dimension, *_model_record(chosen_model))
+            fs = feature_sets.create(conn, name, dimension, *_model_record(chosen_model))
         elif chosen_model is not None and chosen_model.ref != fs.model:
-            store.set_model(conn, fs, *_model_record(chosen_model))  # type: ignore[arg-type]
-        # End the checks' read transaction, or every load_shard below would be a savepoint in
-        # it: one commit at the end, so a kill -9 would lose all shards and queries see none.
-        conn.commit()
+            feature_sets.set_model(conn, fs, *_model_record(chosen_model))  # type: ignore[arg-type]
 
-        rebuild = _rebuild_params(conn, fs, pending) if build_index else None
+        adding = sum(_rows_in(files) for files in pending)
+        rebuild = hnsw.rebuild_params(conn, fs, adding) if build_index else None
         if rebuild is not None:
             progress.note("dropping the HNSW index for the load; it is rebuilt afterwards")
-            store.drop_index(conn, fs)
+            hnsw.drop(conn, fs)
 
         try:
             _load_all(conn, fs, pending, replace, progress, report)
         except SimsearchError:
             if rebuild is not None:  # leave the feature set indexed, as it was before the load
                 progress.note("a shard failed; rebuilding the HNSW index dropped for the load ...")
-                store.build_index(conn, fs, *rebuild, if_missing=True)
+                hnsw.build(conn, fs, *rebuild, if_missing=True)
             raise
         progress.clear()
         report.seconds = progress.elapsed
 
         written = bool(report.loaded or report.replaced)
         if written:
-            store.analyze(conn)
-        report.total_rows = store.row_count(conn, fs)
-        fs = store.feature_set(conn, name) or fs
+            feature_sets.analyze(conn)
+        report.total_rows = feature_sets.row_count(conn, fs)
+        fs = feature_sets.feature_set(conn, name) or fs
         if rebuild is not None and not fs.indexed:
             m, efc = rebuild
             progress.note(f"rebuilding the HNSW index on {report.total_rows:,} rows ...")
-            report.index_built = store.build_index(conn, fs, m, efc, if_missing=True)
+            report.index_built = hnsw.build(conn, fs, m, efc, if_missing=True)
         elif build_index and written:
-            report.index_built = auto_index(conn, fs, report.total_rows, progress)
+            report.index_built = hnsw.auto_build(conn, fs, report.total_rows, progress)
     return report
 
 
-def auto_index(
-    conn: store.Connection, fs: store.FeatureSet, total_rows: int, progress: Progress
-) -> bool:
-    """Build the default HNSW index once a feature set is large enough for it to pay; True if
-    this call built it. Shared by `ingest` and `index`."""
-    if (
-        fs.indexed
-        or total_rows < AUTO_INDEX_ROWS
-        or fs.dimension > store.HNSW_MAX_HALFVEC_DIMENSION
-    ):
-        return False
-    progress.note(f"building the HNSW index on {total_rows:,} rows ...")
-    # if_missing: another load finishing at the same moment may have built it meanwhile.
-    return store.build_index(conn, fs, DEFAULT_M, DEFAULT_EF_CONSTRUCTION, if_missing=True)
-
-
 def _load_all(
-    conn: store.Connection,
-    fs: store.FeatureSet,
+    conn: Connection,
+    fs: FeatureSet,
     pending: list[ShardFiles],
     replace: bool,
     progress: Progress,
@@ -168,30 +142,9 @@ def _load_all(
                 f"{rate(report.rows, progress.elapsed)} rows/s",
                 force=True,
             )
-            outcome = store.load_shard(conn, fs, shard, replace)
+            outcome = ledger.load_shard(conn, fs, shard, replace)
             _record(report, shard, outcome)
             del shard
-
-
-def _rebuild_params(
-    conn: store.Connection, fs: store.FeatureSet, pending: list[ShardFiles]
-) -> tuple[int, int] | None:
-    """(m, ef_construction) when this load should drop the index and rebuild it afterwards.
-
-    HNSW keeps itself valid on INSERT, but one insert costs about fifteen times a bulk build's
-    share per row (1,000 rows into an indexed 20,000: 35 s; building all 20,000: 47 s; see
-    docs/benchmarks.md). So a load adding more than REBUILD_FRACTION of the stored rows drops
-    the index and rebuilds it with the same parameters; smaller loads insert into it.
-    """
-    if not fs.indexed:
-        return None
-    adding = sum(_rows_in(files) for files in pending)
-    stored = store.row_count(conn, fs)
-    if adding <= REBUILD_FRACTION * stored:
-        return None
-    params = fs.index_params or {}
-    m = int(params.get("m", DEFAULT_M))
-    return m, int(params.get("ef_construction", DEFAULT_EF_CONSTRUCTION))
 
 
 def _rows_in(files: ShardFiles) -> int:
@@ -200,10 +153,10 @@ def _rows_in(files: ShardFiles) -> int:
 
 
 def _check_all(
-    conn: store.Connection,
-    fs: store.FeatureSet | None,
+    conn: Connection,
+    fs: FeatureSet | None,
     shards: list[ShardFiles],
-    ledger: dict[str, str],
+    loaded: dict[str, str],
     dimension: int | None,
     replace: bool,
     progress: Progress,
@@ -215,10 +168,10 @@ def _check_all(
     for number, files in enumerate(shards, 1):
         progress.update(f"checking shard {number}/{len(shards)} ({files.name})")
         sha256 = shard_sha256(files)
-        if ledger.get(files.name) == sha256:
+        if loaded.get(files.name) == sha256:
             report.skipped.append(files.name)
             continue
-        if files.name in ledger and not replace:
+        if files.name in loaded and not replace:
             raise ShardError(
                 f"shard {files.name}: its files changed since they were loaded into "
                 f"{report.feature_set!r}; use --replace to load the new contents"
@@ -233,7 +186,7 @@ def _check_all(
                     "expected ids unique across shards"
                 )
         if fs is not None:
-            store.refuse_stored_ids(conn, fs, shard)
+            ledger.refuse_stored_ids(conn, fs, shard)
         pending.append(files)
     if report.skipped:
         progress.note(
@@ -263,14 +216,6 @@ def _chosen_model(
 
 def _dimension_of(files: ShardFiles) -> int:
     return read_shard(files).dimension
-
-
-def _check_model_dimension(model: Model, dimension: int, name: str) -> None:
-    declared = model.interface.dimension
-    if declared is not None and declared != dimension:
-        raise FeatureSetError(
-            f"{model.path}: gives {declared}-d vectors; feature set {name!r} holds {dimension}-d"
-        )
 
 
 def _model_record(model: Model | None) -> tuple[str | None, str | None, dict[str, object]]:

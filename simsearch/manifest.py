@@ -8,12 +8,12 @@ image files each finished shard holds, so that a re-run only embeds the rest.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, ModelError
+from .files import write_atomic
 from .model import Model, load_model
 from .preprocess import Preprocess
 
@@ -72,12 +72,7 @@ def read_manifest(feature_dir: Path) -> Manifest | None:
 def write_manifest(feature_dir: Path, manifest: Manifest) -> None:
     """Replace the manifest atomically: a crash leaves the old one or the new one."""
     path = feature_dir / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as handle:
-        json.dump(manifest.to_json(), handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(manifest.to_json(), indent=1).encode())
 
 
 def manifest_model(manifest: Manifest, feature_dir: Path) -> Model:

@@ -12,14 +12,15 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import database
+from .db import connect
+from .db.images import upsert_images
 from .errors import InputError
+from .filters import iso_timestamp
+from .gallery import ImageRecord
 from .shards import MAX_OBJECT_ID_BYTES
-from .sql_surface import ImageRow, upsert_images
 
 INTEGER_FIELDS = ("bytes", "width", "height")
 BATCH = 5000
@@ -45,8 +46,8 @@ def import_file(path: Path) -> ImportReport:
     """Upsert every valid record of ``path`` (.csv, or .jsonl / .ndjson / .json lines)."""
     records = _records(path)
     report = ImportReport()
-    pending: dict[str, ImageRow] = {}
-    with database.connect() as conn:
+    pending: dict[str, ImageRecord] = {}
+    with connect.connect() as conn:
         for where, record in records:
             try:
                 row = to_row(record)
@@ -61,16 +62,16 @@ def import_file(path: Path) -> ImportReport:
     return report
 
 
-def _flush(conn: Any, pending: dict[str, ImageRow], report: ImportReport) -> None:
+def _flush(conn: Any, pending: dict[str, ImageRecord], report: ImportReport) -> None:
     matched, added = upsert_images(conn, list(pending.values()))
     report.matched += matched
     report.added += added
     pending.clear()
 
 
-def _merge(old: ImageRow, new: ImageRow) -> ImageRow:
+def _merge(old: ImageRecord, new: ImageRecord) -> ImageRecord:
     """The same id twice in one file: later fields win, as two imports in a row would."""
-    return ImageRow(
+    return ImageRecord(
         object_id=new.object_id,
         path=new.path if new.path is not None else old.path,
         bytes=new.bytes if new.bytes is not None else old.bytes,
@@ -141,7 +142,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"line {number}", record
 
 
-def to_row(record: dict[str, Any]) -> ImageRow:
+def to_row(record: dict[str, Any]) -> ImageRecord:
     """A record as an image row, or InputError saying what is wrong with it."""
     if "__error__" in record:
         raise InputError(record["__error__"])
@@ -150,7 +151,7 @@ def to_row(record: dict[str, Any]) -> ImageRow:
         raise InputError(f"expected a non-empty object_id string, found {object_id!r}")
     if len(object_id.encode("utf-8")) > MAX_OBJECT_ID_BYTES:
         raise InputError(f"object_id is longer than {MAX_OBJECT_ID_BYTES} bytes")
-    row = ImageRow(object_id=object_id)
+    row = ImageRecord(object_id=object_id)
     for key, value in record.items():
         if key == "object_id" or value is None:
             continue
@@ -183,11 +184,8 @@ def _count(key: str, value: Any) -> int:
 
 def _timestamp(value: Any) -> str:
     try:
-        moment = datetime.fromisoformat(str(value))
+        return iso_timestamp(str(value))
     except ValueError:
         raise InputError(
             f"expected added_at as an ISO date or date-time, found {value!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.isoformat()

@@ -1,8 +1,12 @@
-"""ONNX image models: reading what a model declares, and running it. One session per process."""
+"""ONNX image models: reading what a model declares, and running it.
+
+One cache of onnxruntime sessions per process, keyed by model file and thread count; a session
+whose file changed on disk (size or modification time) is replaced at its next use, so a
+long-running server picks up a re-exported model.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -12,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, one_line
+from .files import sha256_file
 from .preprocess import Preprocess, load_batch
 
 BUILTIN_PREFIX = "builtin:"
@@ -47,6 +52,19 @@ class Overrides:
         }
         return replace(spec, **changes) if changes else spec
 
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Overrides:
+        """Overrides sent as JSON, whose lists become the tuples Preprocess compares."""
+        given = dict(data or {})
+        for key in ("mean", "std"):
+            if given.get(key) is not None:
+                given[key] = tuple(float(v) for v in given[key])
+        known = {k: v for k, v in given.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
 
 @dataclass(frozen=True)
 class Interface:
@@ -69,7 +87,7 @@ class Model:
 
     @cached_property
     def sha256(self) -> str:
-        return file_sha256(self.path)
+        return sha256_file(self.path)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -88,7 +106,7 @@ class Model:
                 [self.interface.output_name], {self.interface.input_name: batch}
             )
         except Exception as exc:  # onnxruntime raises its own unexported exception types
-            raise ModelError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+            raise ModelError(f"{self.path}: inference failed ({one_line(exc)})") from None
         features = np.asarray(output, dtype=np.float32)
         return features.reshape(features.shape[0], -1)
 
@@ -96,8 +114,27 @@ class Model:
         """Feature vectors for image files, preprocessed as this model's interface says."""
         return self.run(load_batch(paths, self.preprocess))
 
+    def check_dimension(self, dimension: int, feature_set: str, hint: str = "") -> None:
+        """Refuse a model whose vectors cannot be compared with a feature set's."""
+        declared = self.interface.dimension
+        if declared is not None and declared != dimension:
+            raise ModelError(
+                f"{self.path}: gives {declared}-d vectors; feature set {feature_set!r} holds "
+                f"{dimension}-d{hint}"
+            )
 
-_sessions: dict[Path, Any] = {}
+    def warm_up(self) -> None:
+        """Run once on a blank image: the first run allocates, so pay for it now."""
+        self.run(np.zeros(self.preprocess.input_shape(), np.float32))
+
+    def with_threads(self, threads: int) -> Model:
+        """The same model on a session that runs inference on ``threads`` threads, without
+        spinning, so that decoding threads beside it keep their cores (bulk embedding)."""
+        return Model(self.ref, self.path, _session(self.path, threads), self.interface)
+
+
+# (model file, threads or None for onnxruntime's default) -> ((mtime_ns, size), session)
+_sessions: dict[tuple[Path, int | None], tuple[tuple[int, int], Any]] = {}
 
 
 def load_model(ref: str | None = None, overrides: Overrides | None = None) -> Model:
@@ -159,21 +196,12 @@ def _probe_dimension(
 ) -> int | None:
     """The output size, from one blank image, when the model leaves it symbolic: so that a
     model giving vectors of the wrong size is refused up front, not at the first search."""
-    h, w = spec.height, spec.width
-    shape = (1, h, w, 3) if spec.layout == "NHWC" else (1, 3, h, w)
     try:
-        (output,) = session.run([output_name], {input_name: np.zeros(shape, np.float32)})
+        blank = np.zeros(spec.input_shape(), np.float32)
+        (output,) = session.run([output_name], {input_name: blank})
     except Exception:  # a model that cannot take a blank image says why when it is used
         return None
     return int(np.prod(np.shape(output)[1:])) or None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def builtin_spec(name: str = DEFAULT_MODEL) -> dict[str, Any]:
@@ -200,24 +228,32 @@ def _builtin(name: str) -> tuple[Path, Interface]:
     return path, interface
 
 
-def _session(path: Path) -> Any:
-    if path in _sessions:
-        return _sessions[path]
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
+def _session(path: Path, threads: int | None = None) -> Any:
+    """The cached session for ``path``, made anew when the file changed on disk."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
     if path.is_dir():
         raise ModelError(f"{path}: expected an .onnx file, found a directory")
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _sessions.get((path, threads))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = onnxruntime.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # InvalidProtobuf, Fail, ...: not importable as a stable API
-        raise ModelError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
-    _sessions[path] = session
+        raise ModelError(f"{path}: not a loadable ONNX model ({one_line(exc)})") from None
+    _sessions[(path, threads)] = (stamp, session)
     return session
 
 
@@ -253,8 +289,3 @@ def _declared_dimension(shape: list[Any]) -> int | None:
 
 def _names(items: dict[str, Any]) -> str:
     return ", ".join(repr(name) for name in items) or "none"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -63,6 +63,12 @@ class Preprocess:
         if self.width < 1 or self.height < 1:
             raise ValueError(f"input size must be positive, not {self.width}x{self.height}")
 
+    def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        """The model input's shape for ``batch`` images."""
+        if self.layout == "NHWC":
+            return (batch, self.height, self.width, 3)
+        return (batch, 3, self.height, self.width)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("extra")

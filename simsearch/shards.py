@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ShardError
+from .files import sha256_file
 
 IDS_SUFFIX = ".object_ids.npy"
 FEATURES_SUFFIX = ".features.npy"
@@ -97,8 +98,11 @@ def list_shards(feature_dir: Path) -> ShardListing:
 def shard_sha256(files: ShardFiles) -> str:
     """One checksum over both files: what the ledger compares to tell a changed shard."""
     digest = hashlib.sha256()
-    digest.update(_file_sha256(files.ids_path).encode())
-    digest.update(_file_sha256(files.features_path).encode())
+    for path in (files.ids_path, files.features_path):
+        try:
+            digest.update(sha256_file(path).encode())
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot be read ({exc.strerror})") from None
     return digest.hexdigest()
 
 
@@ -202,17 +206,6 @@ def _check_features(path: Path, array: np.ndarray, dimension: int | None) -> np.
         row = int(np.flatnonzero(~finite)[0])
         raise ShardError(f"{path}: row {row} has NaN or Inf (or a value too large for float32)")
     return features
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ShardError(f"{path}: cannot be read ({exc.strerror})") from None
-    return digest.hexdigest()
 
 
 def _shard_sort_key(name: str) -> tuple[int, str]:

@@ -45,10 +45,11 @@ def simsearch_home() -> Iterator[Path]:
     # (tests/test_client.py): no test leaves a server process behind by accident.
     os.environ["SIMSEARCH_NO_DAEMON"] = "1"
     yield home
-    from simsearch import daemon, embedded
+    from simsearch.db import embedded
+    from simsearch.server import process
 
     with contextlib.suppress(Exception):
-        daemon.stop()
+        process.stop()
     with contextlib.suppress(Exception):
         embedded.stop(home)
     shutil.rmtree(home, ignore_errors=True)
@@ -62,10 +63,10 @@ def simsearch_home() -> Iterator[Path]:
 @pytest.fixture()
 def empty_db(simsearch_home: Path) -> Iterator[None]:
     """A database with the schema and no data (indexes of earlier tests dropped too)."""
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
 
-    with database.connect() as conn:
-        store.empty_database(conn)
+    with connect.connect() as conn:
+        feature_sets.empty_database(conn)
     yield
 
 

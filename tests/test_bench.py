@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def bench_home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
-    from simsearch import embedded
+    from simsearch.db import embedded
 
     with contextlib.suppress(Exception):
         embedded.stop(home)

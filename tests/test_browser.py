@@ -37,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Path]:
     """scikit-image's sample photos indexed with the default model; and an edited chelsea."""
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
     from simsearch.demo import edited_copy, sample_photos, write_gallery
     from simsearch.indexing import index
 
@@ -46,8 +46,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], P
     written = write_gallery(work / "gallery", arrays)
     query = work / "chelsea-edited.jpg"
     edited_copy(arrays["chelsea"]).save(query, "JPEG", quality=95)
-    with database.connect() as conn:
-        store.empty_database(conn)
+    with connect.connect() as conn:
+        feature_sets.empty_database(conn)
     index(work / "gallery", feature_set="photos")
     return written, query
 

@@ -68,20 +68,20 @@ def test_schema_revision_is_alembic_head():
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from simsearch import database
+    from simsearch.db import connect
 
     config = Config()
-    config.set_main_option("script_location", str(database.migrations_dir()))
+    config.set_main_option("script_location", str(connect.migrations_dir()))
     head = ScriptDirectory.from_config(config).get_current_head()
-    assert head == database.SCHEMA_REVISION
-    assert database.KNOWN_REVISIONS[-1] == head
+    assert head == connect.SCHEMA_REVISION
+    assert connect.KNOWN_REVISIONS[-1] == head
 
 
 def test_schema_newer_than_code_is_refused(cli, empty_db):
-    from simsearch import database
+    from simsearch.db import connect
 
-    with database.connect() as conn:
-        real = database.schema_revision(conn)
+    with connect.connect() as conn:
+        real = connect.schema_revision(conn)
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
         conn.commit()
     try:
@@ -89,7 +89,7 @@ def test_schema_newer_than_code_is_refused(cli, empty_db):
         assert result.code == 1
         assert "schema revision 9999, newer than this simsearch knows" in result.err
     finally:
-        with database.connect(migrate=False) as conn:
+        with connect.connect(migrate=False) as conn:
             conn.execute("UPDATE alembic_version SET version_num = %s", [real])
             conn.commit()
 

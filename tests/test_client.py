@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_server import index_gallery
 
-from simsearch import client, daemon
+from simsearch.server import client, process
 
 HEAVY = ("numpy", "psycopg", "onnxruntime", "PIL")
 
@@ -33,16 +33,16 @@ def simsearch(*args: object, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def photo(gallery: list[Path], origin_model: Path) -> Iterator[Path]:
     index_gallery(gallery, origin_model)
-    daemon.stop()
+    process.stop()
     yield next(p for p in gallery if p.suffix == ".jpg")
-    daemon.stop()
+    process.stop()
 
 
 @pytest.fixture(autouse=True)
 def no_failure_marker() -> Iterator[None]:
-    daemon.clear_failure(daemon.paths())
+    process.clear_failure(process.paths())
     yield
-    daemon.clear_failure(daemon.paths())
+    process.clear_failure(process.paths())
 
 
 def served_requests() -> int:
@@ -52,10 +52,10 @@ def served_requests() -> int:
 
 
 def test_query_starts_a_server_and_answers_as_in_process(photo: Path) -> None:
-    assert daemon.running() is None
+    assert process.running() is None
     first = simsearch("query", photo, "-n", "5")
     assert first.returncode == 0, first.stderr
-    info = daemon.running()
+    info = process.running()
     assert info is not None and info["auto"] is True and info["url"] is None  # socket only
     before = served_requests()
     second = simsearch("query", photo, "-n", "5")
@@ -93,7 +93,7 @@ def test_the_thin_client_imports_no_heavy_library(photo: Path) -> None:
     modules = {
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
     }
-    assert "simsearch.client" in modules
+    assert "simsearch.server.client" in modules
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
 
 
@@ -115,43 +115,43 @@ def test_user_errors_read_the_same_through_the_server(photo: Path, tmp_path: Pat
 
 def test_a_server_for_other_settings_is_replaced(photo: Path) -> None:
     simsearch("query", photo)
-    old = daemon.running()
+    old = process.running()
     assert old is not None
     changed = simsearch("query", photo, "-n", "3", SIMSEARCH_MODEL="builtin:efficientnet-lite0")
     assert changed.returncode == 0, changed.stderr
-    new = daemon.running()
+    new = process.running()
     assert new is not None and new["pid"] != old["pid"]
     assert changed.stdout == simsearch("query", "--no-daemon", photo, "-n", "3").stdout
 
 
 def test_stop_ends_the_server(photo: Path) -> None:
     simsearch("query", photo)
-    info = daemon.running()
+    info = process.running()
     assert info is not None
     stopped = simsearch("stop")
     assert stopped.returncode == 0
     assert stopped.stdout.strip() == f"stopped the simsearch server (pid {info['pid']})"
-    assert daemon.running() is None and not daemon.paths().socket.exists()
+    assert process.running() is None and not process.paths().socket.exists()
     assert simsearch("stop").stdout.strip() == "no simsearch server was running"
 
 
 def test_no_daemon_environment_starts_nothing(photo: Path) -> None:
-    daemon.stop()
+    process.stop()
     result = simsearch("query", photo, SIMSEARCH_NO_DAEMON="1")
     assert result.returncode == 0 and result.stdout.splitlines()[0] == f"{photo.name} 0.0"
-    assert daemon.running() is None
+    assert process.running() is None
 
 
 def test_falls_back_to_in_process_when_the_server_cannot_start(photo: Path) -> None:
-    daemon.stop()
-    p = daemon.paths()
+    process.stop()
+    p = process.paths()
     p.socket.mkdir(parents=True)  # the socket's place is taken: the server refuses to start
     try:
         result = simsearch("query", photo, "-n", "5")
         assert result.returncode == 0
         assert result.stdout == simsearch("query", "--no-daemon", photo, "-n", "5").stdout
         assert "searching in-process" in result.stderr and "not a socket" in p.log.read_text()
-        assert daemon.running() is None
+        assert process.running() is None
         # Later queries do not pay for another failed start for a while.
         started = time.monotonic()
         again = simsearch("query", photo, "-n", "5")
@@ -163,11 +163,11 @@ def test_falls_back_to_in_process_when_the_server_cannot_start(photo: Path) -> N
 
 def test_a_server_whose_socket_is_gone_stops_itself(photo: Path) -> None:
     simsearch("query", photo)
-    info = daemon.running()
+    info = process.running()
     assert info is not None
     Path(info["socket"]).unlink()  # as when SIMSEARCH_HOME is removed under it
     deadline = time.monotonic() + 40
-    while daemon.running() is not None and time.monotonic() < deadline:
+    while process.running() is not None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert daemon.running() is None
-    assert "is gone; stopping" in daemon.paths().log.read_text()
+    assert process.running() is None
+    assert "is gone; stopping" in process.paths().log.read_text()

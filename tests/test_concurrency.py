@@ -15,7 +15,7 @@ import pytest
 from data import write_shards
 from test_crash import own_home
 
-from simsearch import database, embedded
+from simsearch.db import connect, embedded
 
 SHARDS, ROWS, DIM = 6, 4_000, 64  # 24,000 rows: ingest builds the index
 
@@ -89,7 +89,7 @@ def test_two_ingests_of_one_directory_never_duplicate(empty_db, tmp_path):
         else:
             assert err.count("error: ") == 1 and "Traceback" not in err, err
     assert loaded == SHARDS, results  # every shard loaded exactly once between the two
-    with database.connect() as conn:
+    with connect.connect() as conn:
         rows, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT object_id) FROM embeddings"
         ).fetchone()
@@ -105,10 +105,10 @@ _QUERY_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from simsearch import database
+    from simsearch.db import connect
     from simsearch.search import query_on
     images = [Path(p) for p in sys.argv[1:]]
-    with database.connect() as conn:  # each process its own connection, as a server would hold
+    with connect.connect() as conn:  # each process its own connection, as a server would hold
         for i in range({queries}):
             image = images[i % len(images)]
             # What `simsearch query IMAGE -n 3` does once connected: embed with the stored

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simsearch import database, embedded
+from simsearch.db import connect, embedded
 
 APP = (
     "simsearch-crash-test"  # the killed ingest's application_name, to watch it in pg_stat_activity
@@ -44,7 +44,7 @@ def big_dir(tmp_path: Path) -> Path:
 
 def per_shard(feature_set: str) -> dict[str, tuple[int, int, str]]:
     """shard name -> (rows in the ledger, rows stored, checksum over its ids and vectors)."""
-    with database.connect() as conn:
+    with connect.connect() as conn:
         rows = conn.execute(
             """SELECT s.name, s.rows, count(e.object_id), coalesce(
                         sum(hashtextextended(e.object_id || e.embedding::text, 0)::numeric), 0)
@@ -64,7 +64,7 @@ def per_shard(feature_set: str) -> dict[str, tuple[int, int, str]]:
 
 def watch(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     """Poll ``predicate(conn)`` until it holds (True) or the process ends first (False)."""
-    with database.connect() as conn:
+    with connect.connect() as conn:
         conn.autocommit = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ def ledger_reaches(count: int):
 
 def wait_for_backend_to_end() -> None:
     """The killed client's backend rolls back once it sees the socket close; wait for that."""
-    with database.connect() as conn:
+    with connect.connect() as conn:
         conn.autocommit = True
         for _ in range(2000):
             if not conn.execute(

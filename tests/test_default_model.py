@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from simsearch.demo import sample_photos
-from simsearch.model import BUILTIN_PREFIX, DEFAULT_MODEL, builtin_spec, file_sha256, load_model
+from simsearch.files import sha256_file
+from simsearch.model import BUILTIN_PREFIX, DEFAULT_MODEL, builtin_spec, load_model
 
 MODELS = Path(__file__).resolve().parent.parent / "simsearch" / "models"
 
@@ -45,7 +46,7 @@ EDITS = {
 def test_shipped_file_matches_its_spec() -> None:
     spec = builtin_spec()
     onnx_file = MODELS / spec["onnx_file"]
-    assert file_sha256(onnx_file) == spec["sha256"]
+    assert sha256_file(onnx_file) == spec["sha256"]
     assert (MODELS / "LICENSE-efficientnet-lite0.txt").read_text().count("Apache License") >= 1
     assert spec["license"] == "Apache-2.0"
 

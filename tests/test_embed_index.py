@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simsearch import database, store
+from simsearch.db import connect, feature_sets
 from simsearch.demo import edited_copy, sample_photos
 from simsearch.embed import embed
-from simsearch.embedding import embedding_model
 from simsearch.manifest import MANIFEST_NAME, read_manifest
 from simsearch.model import load_model
+from simsearch.pipeline import embedding_model
 from simsearch.search import model_for
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "camera")
@@ -158,7 +158,7 @@ def test_embed_then_ingest_then_query(
     assert "skipped 1 unreadable file" in result.out and "broken.jpg" in result.err
     # No --model: ingest takes the model and preprocessing from simsearch.json.
     assert cli("ingest", out, "--feature-set", "shards").code == 0
-    with database.connect() as conn:
+    with connect.connect() as conn:
         model, preprocess = conn.execute(
             "SELECT model, preprocess FROM feature_sets WHERE name = 'shards'"
         ).fetchone()
@@ -182,7 +182,7 @@ def test_index_query_and_reindex(
     assert result.code == 0, result.err
     assert "added 7 of 8 images" in result.out and "skipped 1 unreadable" in result.out
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         rows = conn.execute(
             """SELECT i.object_id, i.path, i.bytes, i.width, i.height FROM images i
                JOIN embeddings e USING (object_id) JOIN feature_sets f ON f.id = e.feature_set_id
@@ -199,8 +199,8 @@ def test_index_query_and_reindex(
         assert (height, width) == photos[name].shape[:2]  # as displayed (coffee is EXIF-rotated)
     assert fs_row[0] == "builtin:efficientnet-lite0" and fs_row[2]["draft"] is True
     assert fs_row[1] == load_model(None).sha256
-    with database.connect() as conn:
-        fs = store.feature_set(conn, "mine")
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, "mine")
     assert fs is not None and model_for(fs, None, None).preprocess.draft  # query decodes alike
 
     # The query needs only the photo: model and preprocessing come from the feature set.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from simsearch import config, database, embedded
+from simsearch import config
+from simsearch.db import connect, embedded
 
 
 def test_settings_written_once_and_in_force(simsearch_home):
-    with database.connect() as conn:  # starts the server if no test has yet
+    with connect.connect() as conn:  # starts the server if no test has yet
         (in_force,) = conn.execute("SHOW shared_buffers").fetchone()
     settings = embedded.pgdata(config.home()) / embedded.SETTINGS_FILE
     text = settings.read_text()

@@ -58,13 +58,13 @@ def test_table_output_and_same_sample_for_same_seed(cli, empty_db, clustered_dir
     assert "3,000 rows" in result.out and "recall@3" in result.out
     assert result.lines[-1].split()[0] == "exact"
 
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
 
-    with database.connect() as conn:
-        fs = store.feature_sets(conn)[0]
-        first = store.sample_vectors(conn, fs, 5, seed=1)
-        again = store.sample_vectors(conn, fs, 5, seed=1)
-        other = store.sample_vectors(conn, fs, 5, seed=2)
+    with connect.connect() as conn:
+        fs = feature_sets.feature_sets(conn)[0]
+        first = feature_sets.sample_vectors(conn, fs, 5, seed=1)
+        again = feature_sets.sample_vectors(conn, fs, 5, seed=1)
+        other = feature_sets.sample_vectors(conn, fs, 5, seed=2)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=False))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=False))
 
@@ -91,9 +91,9 @@ def test_errors_are_one_line(cli, empty_db, clustered_dir):
 
 
 def index_oid() -> int | None:
-    from simsearch import database
+    from simsearch.db import connect
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         row = conn.execute(
             "SELECT oid FROM pg_class WHERE relname LIKE 'embeddings_hnsw_%'"
         ).fetchone()

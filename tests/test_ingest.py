@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simsearch import database
+from simsearch.db import connect
 
 
 def one_error_line(err: str) -> bool:
@@ -20,7 +20,7 @@ def one_error_line(err: str) -> bool:
 
 def stored() -> dict[str, object]:
     """Row count, ledger and a checksum over ids and vectors: what 'unchanged' means."""
-    with database.connect() as conn:
+    with connect.connect() as conn:
         count, digest = conn.execute(
             "SELECT count(*), "
             "md5(string_agg(object_id || embedding::text, ',' ORDER BY object_id)) FROM embeddings"
@@ -170,7 +170,7 @@ def test_float64_features_are_converted(cli, empty_db, tmp_path):
     np.save(folder / "0000.object_ids.npy", np.array(["a.jpg", "b.jpg"]))
     np.save(folder / "0000.features.npy", np.array([[0.5, 1.0], [2.0, 3.0]], dtype=np.float64))
     assert cli("ingest", folder).code == 0
-    with database.connect() as conn:
+    with connect.connect() as conn:
         (vector,) = conn.execute(
             "SELECT embedding FROM embeddings WHERE object_id='b.jpg'"
         ).fetchone()

@@ -10,9 +10,9 @@ import numpy as np
 
 
 def _images(object_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-    from simsearch import database
+    from simsearch.db import connect
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         rows = conn.execute(
             """SELECT object_id, path, bytes, width, height, added_at, meta FROM images
                WHERE object_id = ANY(%s)""",

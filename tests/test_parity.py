@@ -85,10 +85,10 @@ def test_ann_index_query_matches_scan(cli, empty_db, feature_dir, origin_model, 
 
 def test_every_row_is_stored_exactly(empty_db, cli, feature_dir, origin_model):
     assert cli("ingest", feature_dir, "--model", origin_model).code == 0
-    from simsearch import database
+    from simsearch.db import connect
 
     ids, features = read_all(feature_dir)
-    with database.connect() as conn:
+    with connect.connect() as conn:
         rows = conn.execute(
             "SELECT object_id, embedding FROM embeddings ORDER BY object_id"
         ).fetchall()

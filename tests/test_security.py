@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from pgcluster import PASSWORD, tcp_cluster
 
-from simsearch import config, database, embedded
+from simsearch import config
+from simsearch.db import connect, embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_CALLS = {"execute", "executemany", "copy", "stream"}
@@ -68,7 +69,7 @@ HOSTILE = [
 
 
 def _tables_intact() -> tuple[int, int, int]:
-    with database.connect() as conn:
+    with connect.connect() as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM embeddings), (SELECT count(*) FROM shards), "
             "(SELECT count(*) FROM feature_sets)"
@@ -95,7 +96,7 @@ def test_hostile_feature_set_names_and_ids_are_only_values(cli, empty_db, tmp_pa
     for name in HOSTILE:
         assert f"feature set {name}: 3 rows" in status
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         for number, name in enumerate(HOSTILE):
             rows = conn.execute(
                 "SELECT object_id, distance FROM simsearch_knn(%s, %s, 3, NULL, true)",
@@ -132,7 +133,7 @@ def test_embedded_server_is_private(empty_db):
     home = config.home()
     data = embedded.pgdata(home)
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    with database.connect() as conn:
+    with connect.connect() as conn:
         listen, sockets, port, data_directory = conn.execute(
             "SELECT current_setting('listen_addresses'),"
             " current_setting('unix_socket_directories'),"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from simsearch import daemon
+from simsearch.server import process as server_process
 
 
 @dataclass
@@ -85,7 +85,7 @@ def start_server(*args: str, log: Path) -> tuple[subprocess.Popen[bytes], dict[s
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        info = daemon.running()
+        info = server_process.running()
         if info and info.get("ready") and info.get("pid") == process.pid:
             return process, info
         if process.poll() is not None:
@@ -102,10 +102,10 @@ def stop_server(process: subprocess.Popen[bytes]) -> int:
 
 def index_gallery(gallery: list[Path], model: Path, name: str = "photos") -> tuple[Path, str]:
     """The gallery indexed (paths, sizes, vectors) into an emptied database as one feature set."""
-    from simsearch import database
+    from simsearch.db import connect
     from simsearch.indexing import index
 
-    with database.connect() as conn:
+    with connect.connect() as conn:
         for (index_name,) in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
         ).fetchall():
@@ -146,7 +146,7 @@ def test_health_feature_sets_and_openapi(server: Server) -> None:
     status, health = server.get_json("/health")
     assert status == 200
     assert health["status"] == "ok" and health["pid"] == server.process.pid
-    assert health["fingerprint"] == daemon.fingerprint()
+    assert health["fingerprint"] == server_process.fingerprint()
     status, sets = server.get_json("/feature-sets")
     assert status == 200
     assert [(s["name"], s["dimension"], s["rows"]) for s in sets] == [("photos", 64, 40)]
@@ -180,30 +180,28 @@ def test_upload_finds_the_photo_and_matches_the_cli(server: Server, gallery: lis
 
 
 def test_similar_searches_by_the_stored_vector(server: Server, gallery: list[Path]) -> None:
+    # "Similar" means the same everywhere: the stored image itself is left out, as in
+    # `query --id` and simsearch_similar() in SQL.
     photo = gallery[3]
     status, answer = server.get_json(f"/similar/{photo.name}?n=4")
     assert status == 200
-    assert answer["results"][0]["object_id"] == photo.name
-    assert answer["results"][0]["distance"] == 0.0
-    _, uploaded = server.upload(photo.read_bytes(), photo.name, "?n=4")
-    assert [r["object_id"] for r in answer["results"]] == [
-        r["object_id"] for r in uploaded["results"]
-    ]
+    found = [r["object_id"] for r in answer["results"]]
+    assert len(found) == 4 and photo.name not in found
+    _, uploaded = server.upload(photo.read_bytes(), photo.name, "?n=5")
+    assert uploaded["results"][0]["object_id"] == photo.name
+    assert found == [r["object_id"] for r in uploaded["results"][1:]]
     distances = [r["distance"] for r in answer["results"]]
     assert distances == sorted(distances)
 
 
 def test_where_filters_as_the_cli_does(server: Server, gallery: list[Path]) -> None:
-    from simsearch.filters import parse_where
     from simsearch.search import query_many
 
     photo = gallery[5]
     status, answer = server.upload(photo.read_bytes(), photo.name, "?n=6&where=width%3E%3D120")
     assert status == 200, answer
     assert answer["results"] and all(r["width"] >= 120 for r in answer["results"])
-    ((_, expected),) = query_many(
-        [photo], n=6, feature_set="photos", where=parse_where(["width>=120"])
-    )
+    ((_, expected),) = query_many([photo], n=6, feature_set="photos", where=("width>=120",))
     assert [(r["object_id"], r["distance"]) for r in answer["results"]] == [
         (m.object_id, m.distance) for m in expected
     ]
@@ -225,10 +223,10 @@ def test_images_are_served_from_the_files_the_database_knows(
 
 
 def test_index_records_the_image_folder(server: Server) -> None:
-    from simsearch import database, store
+    from simsearch.db import connect, images
 
-    with database.connect() as conn:
-        assert str(server.gallery.resolve()) in store.image_roots(conn)
+    with connect.connect() as conn:
+        assert str(server.gallery.resolve()) in images.image_roots(conn)
 
 
 def test_thumbnails_are_made_once_and_cached(
@@ -274,7 +272,7 @@ def test_unknown_ids_and_feature_sets_are_404(server: Server) -> None:
 
 
 def test_paths_never_come_from_the_request(server: Server, gallery: list[Path]) -> None:
-    from simsearch import database
+    from simsearch.db import connect
 
     for path in (
         "/images/../../../../etc/passwd",
@@ -286,7 +284,7 @@ def test_paths_never_come_from_the_request(server: Server, gallery: list[Path]) 
         assert status == 404, path
         assert b"root:" not in body
     # Even a stored path may not climb out of the image root.
-    with database.connect() as conn:
+    with connect.connect() as conn:
         conn.execute(
             "INSERT INTO images (object_id, path) VALUES ('escape.jpg', '../../../../etc/passwd')"
         )
@@ -295,7 +293,7 @@ def test_paths_never_come_from_the_request(server: Server, gallery: list[Path]) 
         status, _, body = server.request("GET", "/images/escape.jpg")
         assert status == 404 and b"root:" not in body
     finally:
-        with database.connect() as conn:
+        with connect.connect() as conn:
             conn.execute("DELETE FROM images WHERE object_id = 'escape.jpg'")
             conn.commit()
 
@@ -303,7 +301,7 @@ def test_paths_never_come_from_the_request(server: Server, gallery: list[Path]) 
 def test_the_cli_door_is_closed_on_tcp(server: Server, gallery: list[Path]) -> None:
     body = json.dumps({"images": ["/etc/passwd"]}).encode()
     status, _, _ = server.request(
-        "POST", "/v1/query", body, {"X-Simsearch-Fingerprint": daemon.fingerprint()}
+        "POST", "/v1/query", body, {"X-Simsearch-Fingerprint": server_process.fingerprint()}
     )
     assert status == 404
 
@@ -319,7 +317,7 @@ def test_the_page_and_its_assets_are_served(server: Server) -> None:
 
 def test_socket_is_private_and_sigterm_stops_cleanly(server: Server) -> None:
     """Runs last in this file: it ends the module's server."""
-    info = daemon.running()
+    info = server_process.running()
     assert info is not None and info["pid"] == server.process.pid
     sock = Path(info["socket"])
     assert sock.is_socket()
@@ -339,5 +337,5 @@ def test_socket_is_private_and_sigterm_stops_cleanly(server: Server) -> None:
     )
     assert stop_server(server.process) == 0
     assert not sock.exists()
-    assert daemon.running() is None
+    assert server_process.running() is None
     assert "simsearch server stopped" in server.log.read_text()

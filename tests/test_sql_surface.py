@@ -106,10 +106,10 @@ def _holds(value: Any, op: str, bound: Any) -> bool:
 def photos(tmp_path_factory: pytest.TempPathFactory, simsearch_home: Path) -> Iterator[Photos]:
     from conftest import run_cli
 
-    from simsearch import database, store
+    from simsearch.db import connect, feature_sets
 
-    with database.connect() as conn:
-        store.empty_database(conn)
+    with connect.connect() as conn:
+        feature_sets.empty_database(conn)
     folder = tmp_path_factory.mktemp("photos")
     data = Photos(folder)
     result = run_cli("ingest", data.features, "--feature-set", "photos", "--no-index")
@@ -131,9 +131,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory, simsearch_home: Path) -> It
 
 @pytest.fixture()
 def conn(photos: Photos) -> Iterator[Any]:
-    from simsearch import database
+    from simsearch.db import connect
 
-    with database.connect() as connection:
+    with connect.connect() as connection:
         yield connection
         connection.rollback()
 
@@ -172,6 +172,52 @@ def test_knn_uses_index_and_recall(photos: Photos, conn: Any) -> None:
     assert hits / (10 * len(queries)) >= 0.95
     plan = _explain(conn, "SELECT * FROM simsearch_knn('photos', %s, 10)", [queries[0]])
     assert "index scan" in plan[0] and any("embeddings_hnsw_" in line for line in plan)
+
+
+def _plan_nodes(lines: list[str]) -> list[str]:
+    """A plan's node types, top down ("Limit", "Sort", "Index Scan", ...), without costs."""
+    nodes = []
+    for line in lines:
+        text = line.strip().removeprefix("->").strip()
+        node = re.match(r"^([A-Z][A-Za-z ]+?)(?: using| on|  \(|\s*$)", text)
+        if node and "=" not in text.split("(")[0]:
+            nodes.append(node.group(1).strip())
+    return nodes
+
+
+def test_python_knn_and_the_sql_function_share_plan_and_answers(photos: Photos, conn: Any) -> None:
+    """The kNN statement is built in Python (db/knn.py) and written again in the plpgsql of
+    migration 0002: both walk the same HNSW index the same way, and answer the same."""
+    from simsearch.db import feature_sets, knn
+
+    fs = feature_sets.resolve(conn, "photos")
+    assert fs.indexed
+    for query in _queries(photos, 5, seed=21):
+        python = knn.knn(conn, fs, query, 10)
+        sql = conn.execute(
+            "SELECT object_id, distance FROM simsearch_knn('photos', %s, 10)", [query]
+        ).fetchall()
+        assert [(m.object_id, m.distance) for m in python] == [(o, d) for o, d in sql]
+        exact = knn.knn(conn, fs, query, 10, exact=True)
+        sql_exact = conn.execute(
+            "SELECT object_id, distance FROM simsearch_knn('photos', %s, 10, exact => true)",
+            [query],
+        ).fetchall()
+        assert [(m.object_id, m.distance) for m in exact] == [(o, d) for o, d in sql_exact]
+    query = _queries(photos, 1, seed=22)[0]
+    with conn.transaction():
+        conn.execute("SET LOCAL hnsw.ef_search = 200")
+        python_plan = [
+            row[0]
+            for row in conn.execute(
+                b"EXPLAIN " + knn.statement(fs, exact=False).as_bytes(conn),
+                [query, query, 100, 10],
+            ).fetchall()
+        ]
+    function_plan = _explain(conn, "SELECT * FROM simsearch_knn('photos', %s, 10)", [query])[1:]
+    assert _plan_nodes(python_plan) == _plan_nodes(function_plan)
+    assert any(f"Index Scan using {fs.index_name}" in line for line in python_plan)
+    assert any(f"Index Scan using {fs.index_name}" in line for line in function_plan)
 
 
 def _explain(conn: Any, query: str, params: list[Any]) -> list[str]:
@@ -310,14 +356,14 @@ def test_errors_are_one_clear_line(photos: Photos, conn: Any) -> None:
 
 
 def test_hostile_names_keys_and_values(photos: Photos, tmp_path: Path, cli: Any) -> None:
-    from simsearch import database
+    from simsearch.db import connect
 
     hostile = "x'); DROP TABLE images; --"
     small = write_shards(tmp_path / "h", photos.ids[:300], photos.vectors[:300], sizes=[300])
     assert cli("ingest", small, "--feature-set", hostile, "--no-index").code == 0
     assert cli("index-build", "--feature-set", hostile).code == 0
     query = photos.vectors[5]
-    with database.connect() as conn:
+    with connect.connect() as conn:
         for where in (
             {"a'b; DROP TABLE images; --": "x"},
             {"color": "red'; DROP TABLE images; --"},
@@ -401,7 +447,7 @@ def test_cli_where_and_id(photos: Photos, cli: Any) -> None:
 
 
 def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Path) -> None:
-    from simsearch import database
+    from simsearch.db import connect
 
     data = write_shards(tmp_path / "d", photos.ids[:500], photos.vectors[:500], sizes=[200])
     assert cli("ingest", data, "--feature-set", "scratch", "--no-index").code == 0
@@ -411,7 +457,7 @@ def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Pat
     assert result.code == 0, result.err
     assert "deleted 3 rows from feature set 'scratch'" in result.out
     assert "nosuch.jpg" in result.err
-    with database.connect() as conn:
+    with connect.connect() as conn:
         ledger = conn.execute(
             """SELECT sum(s.rows), sum(s.deleted) FROM shards s JOIN feature_sets f
                ON f.id = s.feature_set_id WHERE f.name = 'scratch'"""
@@ -440,7 +486,7 @@ def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Pat
     assert query.shape == (DIM,)
     result = cli("drop", "scratch")
     assert result.code == 0 and "dropped feature set 'scratch' (497 rows" in result.out
-    with database.connect() as conn:
+    with connect.connect() as conn:
         assert (
             conn.execute(
                 "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
@@ -454,7 +500,7 @@ def test_delete_and_drop_keep_the_ledger(photos: Photos, cli: Any, tmp_path: Pat
 
 
 def test_delete_everywhere_removes_images(photos: Photos, cli: Any, tmp_path: Path) -> None:
-    from simsearch import database
+    from simsearch.db import connect
 
     extra_ids = [f"extra{i}.jpg" for i in range(50)]
     vectors = np.random.default_rng(2).standard_normal((50, DIM)).astype(np.float32)
@@ -462,7 +508,7 @@ def test_delete_everywhere_removes_images(photos: Photos, cli: Any, tmp_path: Pa
     assert cli("ingest", data, "--feature-set", "extra", "--no-index").code == 0
     result = cli("delete", "extra1.jpg", "extra2.jpg")
     assert result.code == 0 and "deleted 2 rows from every feature set and 2 images" in result.out
-    with database.connect() as conn:
+    with connect.connect() as conn:
         assert (
             conn.execute(
                 "SELECT count(*) FROM images WHERE object_id IN ('extra1.jpg', 'extra2.jpg')"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from simsearch.store import build_memory_mb
+from simsearch.db.hnsw import build_memory_mb
 
 
 def test_build_memory_holds_the_graph_within_a_quarter_of_ram():

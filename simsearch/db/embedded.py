@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import DatabaseError
+from ..errors import DatabaseError
 
 DATABASE = "simsearch"
 USER = "postgres"

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import sys
-from collections import namedtuple
 from pathlib import Path
 
-from . import daemon
-from .errors import SimsearchError
+from .. import config
+from ..errors import ServerError, SimsearchError
+from ..options import QueryOptions
+from ..results import Match
+from . import process
 
 TYPE_CHECKING = False  # typing costs an import that the thin client does not need
 if TYPE_CHECKING:
     from typing import Any
 
-# The same shape as scan.Match (object_id, distance), without importing numpy.
-Match = namedtuple("Match", ["object_id", "distance"])
-NO_DAEMON_ENV = "SIMSEARCH_NO_DAEMON"
 FINGERPRINT_HEADER = "X-Simsearch-Fingerprint"
 _REQUEST_TIMEOUT = 600.0  # an exact scan of a million rows is slow, not broken
 
@@ -52,17 +50,12 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def disabled() -> bool:
-    return os.environ.get(NO_DAEMON_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def query(request: dict[str, Any], image: Path) -> list[Match] | None:
+def query(options: QueryOptions, image: Path) -> list[Match] | None:
     """The server's answer to one ``simsearch query``, or None to work in-process instead.
 
-    ``request`` holds the query's options (n, feature_set, model, exact, ef_search, overrides);
-    the image goes as an absolute path, which the server reads itself.
+    The image goes as an absolute path, which the server reads itself; so does a model file.
     """
-    if disabled():
+    if config.no_daemon():
         return None
     try:
         absolute = image.resolve(strict=True)
@@ -70,17 +63,21 @@ def query(request: dict[str, Any], image: Path) -> list[Match] | None:
         return None  # the in-process path words the error exactly as for any query
     if not absolute.is_file():
         return None
-    p = daemon.paths()
-    if not daemon.socket_usable(p.socket):
+    p = process.paths()
+    if not process.socket_usable(p.socket):
         return None
-    body = json.dumps({**request, "images": [str(absolute)]}).encode()
+    model = options.model
+    if model is not None and not model.startswith("builtin:"):
+        model = str(Path(model).expanduser().resolve())  # the server's cwd is not ours
+    request = {"options": options.replace(model=model).to_json(), "images": [str(absolute)]}
+    body = json.dumps(request).encode()
     print_note = sys.stderr.isatty()
-    fingerprint = daemon.fingerprint()
+    fingerprint = process.fingerprint()
     for attempt in range(2):
         try:
             status, answer = _post(p, "/v1/query", body, fingerprint)
         except OSError as exc:
-            if not daemon.is_connection_error(exc) or attempt:
+            if not process.is_connection_error(exc) or attempt:
                 return None
             if not _start(p, print_note):
                 return None
@@ -90,7 +87,7 @@ def query(request: dict[str, Any], image: Path) -> list[Match] | None:
             return [Match(m["object_id"], m["distance"]) for m in matches]
         if status == 409 and not attempt and answer.get("auto"):
             # A server we started for other code or settings: replace it.
-            daemon.stop(p)
+            process.stop(p)
             if not _start(p, print_note):
                 return None
             continue
@@ -100,7 +97,7 @@ def query(request: dict[str, Any], image: Path) -> list[Match] | None:
     return None
 
 
-def _post(p: daemon.Paths, path: str, body: bytes, fingerprint: str) -> tuple[int, dict[str, Any]]:
+def _post(p: process.Paths, path: str, body: bytes, fingerprint: str) -> tuple[int, dict[str, Any]]:
     connection = UnixHTTPConnection(p.socket)
     try:
         connection.request(
@@ -120,24 +117,24 @@ def _post(p: daemon.Paths, path: str, body: bytes, fingerprint: str) -> tuple[in
     return response.status, answer if isinstance(answer, dict) else {}
 
 
-def _start(p: daemon.Paths, print_note: bool) -> bool:
+def _start(p: process.Paths, print_note: bool) -> bool:
     """Start a background server unless one started meanwhile or starting failed lately."""
     try:
-        with daemon.start_lock(p):
-            info = daemon.running(p)
+        with process.start_lock(p):
+            info = process.running(p)
             if info is not None and info.get("ready"):
                 return True  # another client started it while we waited for the lock
-            if daemon.failed_recently(p):
+            if process.failed_recently(p):
                 return False
             try:
-                pid = daemon.start_background(
-                    ["--auto", "--idle-timeout", str(daemon.AUTO_IDLE_TIMEOUT)], p
+                pid = process.start_background(
+                    ["--auto", "--idle-timeout", str(process.AUTO_IDLE_TIMEOUT)], p
                 )
-            except daemon.ServerError as exc:
-                daemon.note_failure(p)
+            except ServerError as exc:
+                process.note_failure(p)
                 print(f"note: {exc}; searching in-process", file=sys.stderr)
                 return False
-            daemon.clear_failure(p)
+            process.clear_failure(p)
     except OSError:
         return False
     if print_note:
@@ -148,9 +145,9 @@ def _start(p: daemon.Paths, print_note: bool) -> bool:
     return True
 
 
-def health(p: daemon.Paths | None = None) -> dict[str, Any] | None:
+def health(p: process.Paths | None = None) -> dict[str, Any] | None:
     """The server's /health answer over its socket, or None when none answers."""
-    p = p or daemon.paths()
+    p = p or process.paths()
     connection = UnixHTTPConnection(p.socket, timeout=5.0)
     try:
         connection.request("GET", "/health")

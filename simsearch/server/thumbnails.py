@@ -7,16 +7,14 @@ and renamed into place, so two requests making the same thumbnail at once never 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from .errors import ImageError
-from .preprocess import MAX_IMAGE_PIXELS, to_rgb
+from ..errors import ImageError
+from ..files import atomic_writer
+from ..preprocess import MAX_IMAGE_PIXELS, to_rgb
 
 MIN_SIZE = 16
 MAX_SIZE = 1024
@@ -35,14 +33,8 @@ def thumbnail(source: Path, cache_dir: Path, size: int = DEFAULT_SIZE) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     image = _shrunk(source, size)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, "JPEG", quality=QUALITY, optimize=True)
-        os.replace(name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
+    with atomic_writer(target, durable=False) as handle:  # a lost thumbnail is made again
+        image.save(handle, "JPEG", quality=QUALITY, optimize=True)
         raise
     return target
 

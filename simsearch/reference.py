@@ -1,23 +1,22 @@
-"""The exact NumPy scan over shards: the reference every database answer is held to.
+"""The exact NumPy scan over shards on disk: the reference every database answer is held to.
 
 The origin's algorithm: Euclidean distance from the query to every row of each shard, the
-shard's top n, then the top n of all shards' candidates. Vectorised; one shard in memory.
+shard's top n, then the top n of all shards' candidates. Vectorised; one shard in memory. No
+database is involved, which is what makes it a reference (``simsearch scan``).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import NamedTuple
+from pathlib import Path
 
 import numpy as np
 
-from .shards import Shard
-
-
-class Match(NamedTuple):
-    object_id: str
-    distance: float
+from . import config
+from .model import Overrides, load_model
+from .results import Match
+from .shards import Shard, iter_shards, list_shards
 
 
 def nearest(features: np.ndarray, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,3 +43,17 @@ def exact_scan(shards: Iterable[Shard], query: np.ndarray, n: int) -> list[Match
             for i, d in zip(indexes.tolist(), distances.tolist(), strict=True)
         )
     return heapq.nsmallest(n, candidates, key=lambda match: match.distance)
+
+
+def scan(
+    feature_dir: Path,
+    image: Path,
+    n: int = config.RESULTS,
+    model: str | None = None,
+    overrides: Overrides | None = None,
+) -> list[Match]:
+    """``simsearch scan``: embed ``image`` and scan the shards in ``feature_dir`` exactly."""
+    listing = list_shards(feature_dir)
+    chosen = load_model(model or config.model_path(), overrides)
+    (vector,) = chosen.embed_files([image])
+    return exact_scan(iter_shards(listing, dimension=len(vector)), vector, n)

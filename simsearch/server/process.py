@@ -24,8 +24,8 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-from . import __version__, config
-from .errors import SimsearchError
+from .. import __version__, config
+from ..errors import ServerError
 
 TYPE_CHECKING = False  # typing costs an import that the thin client does not need
 if TYPE_CHECKING:
@@ -38,10 +38,6 @@ START_TIMEOUT = 30.0
 # After a failed start, clients search in-process for this long instead of retrying each time.
 RETRY_AFTER_FAILURE = 300.0
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, with the terminating NUL
-
-
-class ServerError(SimsearchError):
-    """The search server cannot be started, reached or stopped."""
 
 
 # run_dir, socket, pid_file, log, start_lock, failed: all Paths. (No dataclass: its import
@@ -73,10 +69,12 @@ def fingerprint() -> str:
     checked for changes by the server, so neither needs to be here. Costs about a millisecond.
     """
     digest = hashlib.sha256(f"{__version__}\0{config.model_path() or ''}".encode())
-    package = Path(__file__).parent
+    package = Path(__file__).parent.parent
     # Editable installs put migrations beside the package; installed ones inside it.
     roots = [
         package,
+        package / "db",
+        package / "server",
         package / "migrations" / "versions",
         package.parent / "migrations" / "versions",
     ]

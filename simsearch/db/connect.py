@@ -2,6 +2,7 @@
 
 The schema belongs to Alembic (``migrations/``). Checking it is one cheap query; Alembic and
 SQLAlchemy are imported only when an upgrade is due, because they cost more than a search.
+Connections are in autocommit mode (see the package's docstring).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from . import config, embedded
-from .errors import DatabaseError
+from .. import config
+from ..errors import DatabaseError, one_line, redact
+from . import embedded
+from .feature_sets import Connection
 
 # The newest migration this code knows; tests hold it equal to Alembic's head.
 SCHEMA_REVISION = "0004"
@@ -41,40 +43,41 @@ def describe() -> str:
     return redact(url)
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ***."""
-    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+def url() -> str:
+    """A URL for psql: SIMSEARCH_DATABASE_URL, or the embedded server's (started if need be)."""
+    return config.database_url() or embedded.url(config.home())
 
 
 @contextmanager
-def connect(migrate: bool = True) -> Iterator[psycopg.Connection[Any]]:
-    """A connection with pgvector registered and the schema current."""
-    target = conninfo()
+def connect(migrate: bool = True) -> Iterator[Connection]:
+    """An autocommit connection with pgvector registered and the schema current."""
     try:
-        conn = psycopg.connect(target, connect_timeout=10)
+        conn = psycopg.connect(conninfo(), connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot connect to {describe()}: {_reason(exc)}") from None
+        raise DatabaseError(f"cannot connect to {describe()}: {one_line(exc)}") from None
     with conn:
         if migrate:
             ensure_schema(conn)
-        from pgvector.psycopg import register_vector
-
-        register_vector(conn)
+        configure(conn)
         yield conn
 
 
-def schema_revision(conn: psycopg.Connection[Any]) -> str | None:
+def configure(conn: Connection) -> None:
+    """What every connection needs, pooled ones included: pgvector's types."""
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+
+
+def schema_revision(conn: Connection) -> str | None:
     row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
     if row is None or not row[0]:
-        conn.rollback()
         return None
     found = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    conn.rollback()
     return None if found is None else str(found[0])
 
 
-def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+def ensure_schema(conn: Connection) -> None:
     """Apply pending migrations; refuse a schema newer than this code."""
     revision = schema_revision(conn)
     if revision == SCHEMA_REVISION:
@@ -91,14 +94,13 @@ def check_known(revision: str | None) -> None:
         )
 
 
-def upgrade(conn: psycopg.Connection[Any]) -> None:
+def upgrade(conn: Connection) -> None:
     """Run Alembic to head, one process at a time."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine
 
     conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
-    conn.commit()
     try:
         check_known(schema_revision(conn))  # another process may have upgraded meanwhile
         require_pgvector(conn)
@@ -112,22 +114,20 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
                 command.upgrade(cfg, "head")
         except Exception as exc:
             raise DatabaseError(
-                f"cannot upgrade the schema of {describe()}: {_reason(exc)}"
+                f"cannot upgrade the schema of {describe()}: {one_line(exc)}"
             ) from None
         finally:
             engine.dispose()
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
-        conn.commit()
 
 
-def require_pgvector(conn: psycopg.Connection[Any]) -> None:
+def require_pgvector(conn: Connection) -> None:
     """Enable pgvector, or say in one line why it cannot be and what to do."""
     row = conn.execute(
         """SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector'),
                   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')"""
     ).fetchone()
-    conn.rollback()
     if row is not None and row[0]:
         return
     if row is None or not row[1]:
@@ -139,9 +139,7 @@ def require_pgvector(conn: psycopg.Connection[Any]) -> None:
         )
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        conn.commit()
     except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
         raise DatabaseError(
             f"{describe()}: pgvector is installed but not enabled in database "
             f"{conn.info.dbname!r}, and user {conn.info.user!r} may not enable it; ask a "
@@ -152,9 +150,3 @@ def require_pgvector(conn: psycopg.Connection[Any]) -> None:
 def migrations_dir() -> Path:
     """Alembic's script directory, from the source tree or the installed package."""
     return Path(str(resources.files("simsearch.migrations")))
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of a driver error, with any password in it masked."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return redact(text[0]) if text else type(exc).__name__

@@ -2,8 +2,8 @@
 
 Created once per server process. Every request reads the feature sets afresh (one cheap query),
 so feature sets added or re-indexed while the server runs are seen at once; models are loaded
-once (``model.load_model`` keeps one ONNX session per file) and reloaded when a model file
-changes on disk.
+once (``model.load_model`` keeps one ONNX session per file and replaces it when the file
+changes on disk).
 
 Threads: requests run in a thread pool. ``onnxruntime.InferenceSession.run`` is thread-safe
 (documented by onnxruntime: one session may be run from several threads at once), and each
@@ -21,50 +21,27 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import database, model, search, sql_server, sql_surface, store
-from .errors import FeatureSetError, ImageError, InputError
-from .filters import parse_where
-from .model import Overrides
-from .preprocess import load_batch
-from .scan import Match
-
-DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; larger uploads are refused (422)
-
-
-class NotFound(InputError):
-    """An object id, image file or feature set the server does not know (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class Result:
-    object_id: str
-    distance: float
-    path: str | None
-    width: int | None
-    height: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "object_id": self.object_id,
-            "distance": self.distance,
-            "path": self.path,
-            "width": self.width,
-            "height": self.height,
-        }
+from .. import config, search
+from ..db import connect, feature_sets, images
+from ..db.feature_sets import Connection, FeatureSet
+from ..errors import FeatureSetError, ImageError, ImageTooLarge, InputError, NotFound
+from ..model import Model
+from ..options import QueryOptions
+from ..preprocess import load_batch
+from ..results import Match, Result
 
 
 class Engine:
     def __init__(
         self,
         image_roots: list[Path] | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = config.MAX_PIXELS,
         pool_size: int = 4,
         inference_slots: int | None = None,
     ) -> None:
@@ -73,37 +50,27 @@ class Engine:
         self._pool_size = pool_size
         self._pool: Any = None
         self._inference = threading.BoundedSemaphore(inference_slots or _default_slots())
-        self._model_stats: dict[Path, tuple[int, int]] = {}
-        self._model_lock = threading.Lock()
 
     # --- life ----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect (migrating the schema if due), fill the pool, load and warm every model."""
-        from pgvector.psycopg import register_vector
         from psycopg_pool import ConnectionPool
 
-        with database.connect() as conn:  # the same checks and upgrade as any command
-            sets = store.feature_sets(conn)
-            conn.commit()
+        with connect.connect() as conn:  # the same checks and upgrade as any command
+            sets = feature_sets.feature_sets(conn)
         self._pool = ConnectionPool(
-            database.conninfo(),
+            connect.conninfo(),
             min_size=1,
             max_size=self._pool_size,
-            configure=register_vector,
+            kwargs={"autocommit": True},
+            configure=connect.configure,
             open=True,
             name="simsearch",
         )
         for fs in sets:
             with contextlib.suppress(InputError):  # a feature set whose model is gone still lists
-                chosen = search.model_for(fs, None, None)
-                spec = chosen.preprocess
-                shape = (
-                    (1, spec.height, spec.width, 3)
-                    if spec.layout == "NHWC"
-                    else (1, 3, spec.height, spec.width)
-                )
-                chosen.run(np.zeros(shape, np.float32))  # the first run allocates; pay it now
+                search.model_for(fs, None, None).warm_up()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -111,7 +78,7 @@ class Engine:
             self._pool = None
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[store.Connection]:
+    def connection(self) -> Iterator[Connection]:
         with self._pool.connection() as conn:
             yield conn
 
@@ -119,7 +86,7 @@ class Engine:
 
     def feature_sets(self) -> list[dict[str, Any]]:
         with self.connection() as conn:
-            statuses = store.status(conn)
+            statuses = feature_sets.status(conn)
         return [
             {
                 "name": st.feature_set.name,
@@ -131,23 +98,25 @@ class Engine:
             for st in statuses
         ]
 
-    def choose(self, name: str | None) -> store.FeatureSet:
+    def choose(self, name: str | None) -> FeatureSet:
         with self.connection() as conn:
-            sets = store.feature_sets(conn)
-            conn.commit()
-        try:
-            return search.choose_feature_set(sets, name)
-        except FeatureSetError as exc:
-            if name is not None:
-                raise NotFound(str(exc)) from None
-            raise
+            try:
+                return feature_sets.resolve(conn, name)
+            except FeatureSetError as exc:
+                if name is not None:
+                    raise NotFound(str(exc)) from None
+                raise
 
     def describe(self, matches: list[Match]) -> list[Result]:
-        """Each match with what the images table knows about it."""
+        """Each match with what the images table knows about its file."""
         with self.connection() as conn:
-            rows = sql_server.image_rows(conn, [m.object_id for m in matches])
-        empty = sql_server.ImageRow(None, None, None, None)
-        return [Result(m.object_id, m.distance, *rows.get(m.object_id, empty)[:3]) for m in matches]
+            records = images.image_records(conn, [m.object_id for m in matches])
+        described = []
+        for m in matches:
+            record = records.get(m.object_id)
+            known = (record.path, record.width, record.height) if record else (None, None, None)
+            described.append(Result(m.object_id, m.distance, *known))
+        return described
 
     # --- searching -----------------------------------------------------------------------
 
@@ -155,75 +124,42 @@ class Engine:
         self,
         data: bytes,
         filename: str,
-        n: int,
-        feature_set: str | None,
-        exact: bool,
-        ef: int,
-        where: list[str] | None = None,
+        options: QueryOptions,
         timings: dict[str, float] | None = None,
-    ) -> tuple[store.FeatureSet, list[Match]]:
+    ) -> tuple[FeatureSet, list[Match]]:
         """The nearest stored images to an uploaded photo: the CLI's embedding, the CLI's SQL.
 
         ``timings`` receives milliseconds per phase (for the Server-Timing header).
         """
         clock = _Clock(timings)
-        condition = parse_where(where or [])
-        fs = self.choose(feature_set)
+        fs = self.choose(options.feature_set)
         self._check_pixels(data)
-        chosen = self._model(fs, None, None)
+        chosen = search.options_model(fs, options)
         clock.lap("prepare")
         vector = self._embed_bytes(chosen, data, filename, clock)
         with self.connection() as conn:
-            matches = _knn(conn, fs, vector, n, exact, ef, condition)
+            matches = search.search_vector(conn, fs, vector, options)
         clock.lap("knn")
         return fs, matches
 
-    def similar(
-        self,
-        object_id: str,
-        n: int,
-        feature_set: str | None,
-        exact: bool,
-        ef: int,
-        where: list[str] | None = None,
-    ) -> tuple[store.FeatureSet, list[Match]]:
-        """The nearest stored images to a stored one, by its stored vector."""
-        condition = parse_where(where or [])
-        fs = self.choose(feature_set)
+    def similar(self, object_id: str, options: QueryOptions) -> tuple[FeatureSet, list[Match]]:
+        """The nearest stored images to a stored one, by its stored vector, itself left out."""
+        fs = self.choose(options.feature_set)
         with self.connection() as conn:
-            vector = sql_server.stored_vector(conn, fs, object_id)
-            if vector is None:
-                raise NotFound(f"feature set {fs.name!r} has no object id {object_id!r}")
-            return fs, _knn(conn, fs, vector, n, exact, ef, condition)
+            return fs, search.search_id(conn, fs, object_id, options)
 
-    def cli_query(self, request: dict[str, Any]) -> list[list[Match]]:
+    def cli_query(self, paths: list[Path], options: QueryOptions) -> list[list[Match]]:
         """What ``simsearch query`` would print: the same function, on a pooled connection."""
-        images = [Path(p) for p in request["images"]]
-        given = dict(request.get("overrides") or {})
-        for key in ("mean", "std"):  # JSON lists; Preprocess compares them as tuples
-            if given.get(key) is not None:
-                given[key] = tuple(float(v) for v in given[key])
-        overrides = Overrides(**given)
-        self._refresh_models()
         with self._inference, self.connection() as conn:
-            return search.query_on(
-                conn,
-                images,
-                n=int(request.get("n", 10)),
-                feature_set=request.get("feature_set"),
-                model=request.get("model"),
-                exact=bool(request.get("exact", False)),
-                ef_search=int(request.get("ef_search") or search.DEFAULT_EF_SEARCH),
-                overrides=overrides,
-            )
+            return search.query_on(conn, paths, options)
 
     # --- files ---------------------------------------------------------------------------
 
     def image_file(self, object_id: str) -> Path:
         """The file the database records for ``object_id``; never a path from the request."""
         with self.connection() as conn:
-            row = sql_server.image_rows(conn, [object_id]).get(object_id)
-            recorded = store.image_roots(conn)
+            row = images.image_records(conn, [object_id]).get(object_id)
+            recorded = images.image_roots(conn)
         if row is None:
             raise NotFound(f"no image with object id {object_id!r}")
         if row.path is None:
@@ -235,26 +171,6 @@ class Engine:
         return found
 
     # --- internals -----------------------------------------------------------------------
-
-    def _model(
-        self, fs: store.FeatureSet, ref: str | None, overrides: Overrides | None
-    ) -> model.Model:
-        self._refresh_models()
-        return search.model_for(fs, ref, overrides)
-
-    def _refresh_models(self) -> None:
-        """Forget a session whose model file was replaced, so the next request loads the new one."""
-        with self._model_lock:
-            for path in list(model._sessions):  # model keeps one session per file
-                try:
-                    st = path.stat()
-                    stamp = (st.st_mtime_ns, st.st_size)
-                except OSError:
-                    stamp = (0, 0)
-                known = self._model_stats.setdefault(path, stamp)
-                if known != stamp:
-                    model._sessions.pop(path, None)
-                    self._model_stats[path] = stamp
 
     def _check_pixels(self, data: bytes) -> None:
         """Refuse an image whose declared canvas is too large, before decoding any of it."""
@@ -276,7 +192,7 @@ class Engine:
             )
 
     def _embed_bytes(
-        self, chosen: model.Model, data: bytes, filename: str, clock: _Clock | None = None
+        self, chosen: Model, data: bytes, filename: str, clock: _Clock | None = None
     ) -> np.ndarray:
         # Through a file, so an upload is embedded by exactly the code `simsearch query` runs:
         # Model.embed_files is run(load_batch(paths, preprocess)), split here so that decoding
@@ -300,22 +216,6 @@ class Engine:
             vector: np.ndarray = chosen.run(batch)[0]
         clock.lap("embed")
         return vector
-
-
-def _knn(
-    conn: store.Connection,
-    fs: store.FeatureSet,
-    vector: np.ndarray,
-    n: int,
-    exact: bool,
-    ef: int,
-    condition: dict[str, Any],
-) -> list[Match]:
-    """The same SQL as `simsearch query`: plain kNN, or with --where the filtered function."""
-    if condition:
-        ef_filtered = max(ef, search.DEFAULT_CANDIDATES)
-        return sql_surface.knn_filtered(conn, fs, vector, n, condition, exact, ef_filtered)
-    return store.knn(conn, fs, vector, n, exact, ef, search.DEFAULT_CANDIDATES)
 
 
 def resolve(stored: str, roots: list[Path]) -> Path | None:
@@ -344,10 +244,6 @@ class _Clock:
         if self.timings is not None:
             self.timings[name] = (now - self.last) * 1000
         self.last = now
-
-
-class ImageTooLarge(ImageError):
-    """An uploaded image declares more pixels than the server accepts (HTTP 422)."""
 
 
 def _default_slots() -> int:

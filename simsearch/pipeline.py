@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from . import config
 from .errors import ImageError, InputError
 from .gallery import ImageRecord, object_id
 from .model import BUILTIN_PREFIX, Model, Overrides, load_model
@@ -70,33 +70,8 @@ def embedding_model(
     if model.preprocess.draft != draft:
         model = model.with_preprocess(replace(model.preprocess, draft=draft))
     if inference_threads is not None:
-        model = Model(
-            model.ref, model.path, _session(model.path, inference_threads), model.interface
-        )
+        model = model.with_threads(inference_threads)
     return model
-
-
-def _session(path: Path, threads: int) -> Any:
-    """A session for bulk embedding whose inference leaves cores to the decoding threads.
-
-    onnxruntime's default uses every core and spins while idle, which starves the decoders that
-    run beside it; a session of its own (created once per process) avoids that.
-    """
-    key = (path, threads)
-    if key not in _bulk_sessions:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        _bulk_sessions[key] = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    return _bulk_sessions[key]
-
-
-_bulk_sessions: dict[tuple[Path, int], Any] = {}
 
 
 def embed_folder(
@@ -104,7 +79,7 @@ def embed_folder(
     paths: Iterable[str],
     model: Model,
     *,
-    batch: int = 32,
+    batch: int = config.BATCH,
     id_mode: str = "sha1",
     known: Callable[[str], bool] = lambda object_id: False,
     workers: int | None = None,
