@@ -16,7 +16,9 @@ What it does (docs/duplicates.md explains the method and holds the figures it wr
    views panned by 10-30% of the width with a slight zoom and rotation).
 4. Every file is embedded exactly as ``simsearch index`` does it: ``simsearch embed FOLDER OUT
    --id path`` in a subprocess, with a private ``SIMSEARCH_HOME``; the shards are read back with
-   NumPy. Nothing here imports simsearch, so module moves inside the package do not break it.
+   NumPy. Only the perceptual hash is imported (``simsearch.duplicates.phash``, so that the
+   calibration measures the very hash the command computes); other module moves inside the
+   package do not break this script.
 5. Precision/recall against distance; the ``strict`` (precision 0.99 on the hard negatives) and
    ``loose`` (0.95) thresholds; per-edit-kind recall; and whether a cheap second test on
    candidate pairs (a 64-bit perceptual hash, a thumbnail correlation) buys precision.
@@ -42,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
+from simsearch.duplicates.phash import hash_distance, perceptual_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "duplicates.md"
@@ -364,22 +368,10 @@ def gray_thumbnail(path: Path, size: int) -> np.ndarray:
     return np.asarray(small, dtype=np.float64)
 
 
-def _dct_matrix(n: int) -> np.ndarray:
-    k = np.arange(n)
-    matrix = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2 / n)
-    matrix[0] /= np.sqrt(2)
-    return matrix
-
-
-_DCT32 = _dct_matrix(32)
-
-
 def phash(path: Path) -> int:
-    """A 64-bit perceptual hash: the signs of the 8x8 lowest DCT frequencies of a 32x32 grey
-    thumbnail against their median (the DC term left out)."""
-    low = (_DCT32 @ gray_thumbnail(path, 32) @ _DCT32.T)[:8, :8].ravel()[1:]
-    bits = low > np.median(low)
-    return int("".join("1" if b else "0" for b in bits), 2)
+    """The file's 64-bit perceptual hash, computed by the code ``simsearch duplicates`` runs."""
+    with Image.open(path) as image:
+        return perceptual_hash(image)
 
 
 def thumb_signature(path: Path) -> np.ndarray:
@@ -509,7 +501,7 @@ def compute_gates(pairs: Pairs, images: Path) -> Gates:
     hamming = np.full(len(pairs.distance), 64)
     correlation = np.full(len(pairs.distance), -1.0)
     for i in np.flatnonzero(candidates):
-        hamming[i] = (hashes[pairs.a[i]] ^ hashes[pairs.b[i]]).bit_count()
+        hamming[i] = hash_distance(hashes[pairs.a[i]], hashes[pairs.b[i]])
         correlation[i] = float(thumbs[pairs.a[i]] @ thumbs[pairs.b[i]])
     return Gates(hamming, correlation, phash_ms, thumb_ms)
 

@@ -1,14 +1,18 @@
-"""The pure grouping core of ``simsearch duplicates``: no chaining, the size cap, determinism,
-the copy to keep. No database, no files."""
+"""The pure core of ``simsearch duplicates``: no chaining, the size cap, determinism, the copy
+to keep, the perceptual hash. No database, no files."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from simsearch.duplicates.grouping import (
     LEVELS,
@@ -18,6 +22,7 @@ from simsearch.duplicates.grouping import (
     choose_keeper,
     group_pairs,
 )
+from simsearch.duplicates.phash import hash_distance, perceptual_hash
 
 
 def all_pairs_within(group: Group, distances: dict[IdPair, float], limit: float) -> bool:
@@ -160,3 +165,32 @@ def test_keeper_of_one_and_of_none() -> None:
     assert choose_keeper([SMALL]) == (SMALL, "the only copy")
     with pytest.raises(ValueError):
         choose_keeper([])
+
+
+def _picture(seed: int) -> Image.Image:
+    """A smooth random picture (low frequencies dominate, as in photos), 320x240."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((320, 240), Image.Resampling.BICUBIC)
+
+
+def _reopened(image: Image.Image, **save: Any) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **save)
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+def test_perceptual_hash_survives_copies_and_tells_pictures_apart() -> None:
+    picture = _picture(1)
+    original = perceptual_hash(_reopened(picture, quality=95))
+    assert 0 <= original < 2**63
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to display: undoes the stored rotation below
+    rotated = _reopened(picture.transpose(Image.Transpose.ROTATE_90), quality=95, exif=exif)
+    assert hash_distance(original, perceptual_hash(rotated)) <= 2
+    smaller = _reopened(picture.resize((160, 120)), quality=50)
+    assert hash_distance(original, perceptual_hash(smaller)) <= 6
+    other = perceptual_hash(_reopened(_picture(2), quality=95))
+    assert hash_distance(original, other) >= 16
+    assert hash_distance(0, 2**64 - 1) == 64
