@@ -937,7 +937,9 @@ held-out recall stays as high. The held-out precision of the hashed `strict` rul
 fitted (each half has about 50 hard negatives, so each one admitted is worth 2 points), so read
 `strict` as "precision 0.99 on these photos, about 0.96 on unseen ones" - still with a third
 more recall than the vectors alone. (The vectors-alone rows here search a 0.25 grid, so their
-distances differ slightly from the halfway thresholds above.) The thumbnail correlation does about as well as the hash; the hash is kept because
+distances differ slightly from the halfway thresholds above.)
+
+The thumbnail correlation does about as well as the hash; the hash is kept because
 it is one 64-bit integer per photo, storable in the images table and comparable without the
 files. When the files cannot be read (vectors ingested without their images), the
 vectors-alone distances of the first table apply.
@@ -967,7 +969,8 @@ $ python -m bench.calibrate_duplicates --no-doc   # prints the figures only
 ```
 
 One to two minutes on 2 cores the first time (fetching two Debian packages, about 140 MB,
-making {files} files, `simsearch embed` at about 30 images/s), seconds after that: photos, copies and vectors are cached in
+making {files} files, `simsearch embed` at about 30 images/s), seconds after that: photos,
+copies and vectors are cached in
 `~/.cache/simsearch-calibration` (`--cache DIR` to choose).
 """
 
