@@ -85,8 +85,7 @@ def group_pairs(
         raise ValueError(f"max_size must be at least 2, not {max_size}")
     known = _within(pairs, max_distance)
     groups: list[Group] = []
-    for component in _components(known):
-        distances = {p: d for p, d in known.items() if p[0] in component}
+    for component, distances in _components(known):
         if lookup is not None:
             distances.update(_ask(lookup, component, distances, max_distance, lookup_limit))
         groups.extend(_agglomerate(sorted(component), distances, max_size))
@@ -105,8 +104,9 @@ def _within(pairs: Iterable[Pair], max_distance: float) -> dict[IdPair, float]:
     return known
 
 
-def _components(known: Mapping[IdPair, float]) -> list[set[str]]:
-    """Connected components of the pair graph (union-find): groups never cross them."""
+def _components(known: Mapping[IdPair, float]) -> list[tuple[set[str], dict[IdPair, float]]]:
+    """Connected components of the pair graph (union-find), each with its own pairs: groups
+    never cross components, so each is grouped on its own."""
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -123,7 +123,10 @@ def _components(known: Mapping[IdPair, float]) -> list[set[str]]:
     members: dict[str, set[str]] = {}
     for x in parent:
         members.setdefault(root(x), set()).add(x)
-    return [members[r] for r in sorted(members)]
+    edges: dict[str, dict[IdPair, float]] = {r: {} for r in members}
+    for pair, distance in known.items():
+        edges[root(pair[0])][pair] = distance
+    return [(members[r], edges[r]) for r in sorted(members)]
 
 
 def _ask(
