@@ -462,24 +462,66 @@ def precision_recall(
     return (tp / (tp + fp) if tp + fp else 1.0), tp / int(positive.sum())
 
 
-def pick_threshold(pairs: Pairs, target: float) -> float:
-    """The largest distance at which precision on the hard negatives is still >= ``target``:
-    just below the first hard negative whose admission would drop it under the target."""
+@dataclass(frozen=True)
+class Scale:
+    """The grids and roundings of distances. The shipped model's are in its own units (1.0);
+    another model's vectors have another scale, so its unit follows its copies' distances."""
+
+    unit: float = 1.0
+
+    @classmethod
+    def of(cls, pairs: Pairs) -> Scale:
+        p90 = float(np.percentile(pairs.distance[pairs.label == 1], 90))
+        return cls(float(f"{p90 / SHIPPED_COPY_DISTANCE_P90:.1g}"))
+
+    @property
+    def grid(self) -> np.ndarray:
+        return np.arange(0.5, GATE_SEARCH_MAX + 1e-9, 0.25) * self.unit
+
+    @property
+    def search_max(self) -> float:
+        return GATE_SEARCH_MAX * self.unit
+
+    @property
+    def curve(self) -> list[float]:
+        return [float(x) for x in (np.arange(1.0, 22.0, 1.0) * self.unit)]
+
+    def round_down(self, value: float) -> float:
+        step = 0.05 * self.unit
+        return float(np.floor(value / step + 1e-9) * step)
+
+    def round_up(self, value: float) -> float:
+        step = 0.05 * self.unit
+        return float(np.ceil(value / step - 1e-9) * step)
+
+
+def number(value: float) -> str:
+    """A distance as the tables show it: two decimals at the shipped model's scale."""
+    return f"{value:.2f}" if value >= 0.1 or value == 0 else f"{value:.2g}"
+
+
+def pick_threshold(pairs: Pairs, target: float, scale: Scale) -> float:
+    """The largest distance at which precision is still >= ``target``, against the hard
+    negatives and against all negatives: just below the first negative whose admission would
+    drop it under the target."""
     candidates = np.unique(pairs.distance[pairs.label >= 0])
     best = 0.0
     for d in candidates:
-        precision, _ = precision_recall(pairs, float(d), hard_only=True)
-        if precision >= target:
+        hard, _ = precision_recall(pairs, float(d), hard_only=True)
+        overall, _ = precision_recall(pairs, float(d), hard_only=False)
+        if min(hard, overall) >= target:
             best = float(d)
-    # Halfway to the next candidate distance, rounded to 0.05: a round number that keeps the
-    # same pairs on each side.
-    above = candidates[candidates > best]
-    edge = (best + float(above[0])) / 2 if above.size else best
-    return float(np.floor(edge * 20) / 20)
+    # Halfway to the next pair's distance, rounded down to 0.05: a round number that keeps
+    # the same pairs on each side.
+    above = pairs.distance[pairs.distance > best]
+    edge = (best + float(above.min())) / 2 if above.size else best
+    return scale.round_down(edge)
 
 
 GATE_SEARCH_MAX = 14.0  # candidate pairs up to this distance get the second test
-DISTANCE_GRID = np.arange(0.5, GATE_SEARCH_MAX + 1e-9, 0.25)
+# The shipped model's 90th percentile of copy distances (copies' distances are heavy-tailed, so
+# the median says little of where the thresholds fall).
+SHIPPED_COPY_DISTANCE_P90 = 5.8
 HAMMING_GRID = range(0, 33)
 CORRELATION_GRID = np.arange(0.50, 0.996, 0.01)
 EXACT_KINDS = ("jpeg-q95", "exif-rotated")  # copies that look identical to the original
@@ -498,8 +540,8 @@ class Gates:
         return Gates(self.hamming[mask], self.correlation[mask], self.phash_ms, self.thumb_ms)
 
 
-def compute_gates(pairs: Pairs, images: Path) -> Gates:
-    candidates = (pairs.distance <= GATE_SEARCH_MAX) & (pairs.label >= -1)
+def compute_gates(pairs: Pairs, images: Path, scale: Scale) -> Gates:
+    candidates = (pairs.distance <= scale.search_max) & (pairs.label >= -1)
     needed = sorted({p for i in np.flatnonzero(candidates) for p in (pairs.a[i], pairs.b[i])})
     started = time.perf_counter()
     hashes = {p: phash(images / p) for p in needed}
@@ -533,10 +575,10 @@ class Rule:
 
     def describe(self) -> str:
         if self.gate == "phash":
-            return f"distance <= {self.max_distance:.2f} and pHash Hamming <= {self.cut:.0f}"
+            return f"distance <= {number(self.max_distance)} and pHash Hamming <= {self.cut:.0f}"
         if self.gate == "thumbnail":
-            return f"distance <= {self.max_distance:.2f} and thumbnail r >= {self.cut:.2f}"
-        return f"distance <= {self.max_distance:.2f}"
+            return f"distance <= {number(self.max_distance)} and thumbnail r >= {self.cut:.2f}"
+        return f"distance <= {number(self.max_distance)}"
 
 
 def score(
@@ -550,7 +592,9 @@ def score(
     return (tp / (tp + fp) if tp + fp else 1.0), tp / max(int(positive.sum()), 1)
 
 
-def best_rule(pairs: Pairs, gates: Gates, gate: str, target: float, mask: np.ndarray) -> Rule:
+def best_rule(
+    pairs: Pairs, gates: Gates, gate: str, target: float, mask: np.ndarray, scale: Scale
+) -> Rule:
     """The rule of this gate with the highest recall whose precision is at least ``target``
     both on the hard negatives and on all negatives (a loose gate far out admits different
     photos that merely look alike); ties go to the tighter rule (smaller distance, stricter
@@ -563,11 +607,11 @@ def best_rule(pairs: Pairs, gates: Gates, gate: str, target: float, mask: np.nda
     else:
         cuts = [None]
     # Pairs farther than any rule reaches are never admitted: leave them out of the search.
-    mask = mask & (pairs.distance <= DISTANCE_GRID[-1])
+    mask = mask & (pairs.distance <= scale.grid[-1])
     pairs, gates = pairs.subset(mask), gates.subset(mask)
     mask = np.ones(len(pairs.distance), dtype=bool)
     best, best_recall = Rule(gate, 0.0, cuts[0]), -1.0
-    for d in DISTANCE_GRID:
+    for d in scale.grid:
         for cut in cuts:
             rule = Rule(gate, float(d), cut)
             precision, recall = score(pairs, gates, rule, mask)
@@ -587,7 +631,7 @@ def scene_folds(pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verification_figures(
-    pairs: Pairs, gates: Gates, targets: dict[str, float]
+    pairs: Pairs, gates: Gates, targets: dict[str, float], scale: Scale
 ) -> tuple[list[str], dict[str, dict[str, Rule]]]:
     """Does a second test on candidate pairs buy recall at equal precision? Per level, the best
     rule of each kind on all pairs, and the same search fitted on one half of the scenes and
@@ -603,12 +647,12 @@ def verification_figures(
     for level, target in targets.items():
         rules[level] = {}
         for gate in ("none", "phash", "thumbnail"):
-            rule = best_rule(pairs, gates, gate, target, everything)
+            rule = best_rule(pairs, gates, gate, target, everything, scale)
             rules[level][gate] = rule
             precision, recall = score(pairs, gates, rule, everything)
             tp = fp = pos = 0
             for fit, held in (folds, folds[::-1]):
-                fitted = best_rule(pairs, gates, gate, target, fit)
+                fitted = best_rule(pairs, gates, gate, target, fit, scale)
                 chosen = fitted.accept(pairs, gates, held)
                 tp += int((chosen & (pairs.label == 1)).sum())
                 fp += int((chosen & (pairs.label == 0)).sum())  # precision on hard negatives
@@ -621,9 +665,9 @@ def verification_figures(
     return lines, rules
 
 
-def curve_table(pairs: Pairs, thresholds: dict[str, float]) -> list[str]:
-    marks = {round(v, 2): k for k, v in thresholds.items()}
-    steps = sorted({*np.arange(1.0, 22.0, 1.0).round(2).tolist(), *marks})
+def curve_table(pairs: Pairs, thresholds: dict[str, float], scale: Scale) -> list[str]:
+    marks = {number(v): k for k, v in thresholds.items()}
+    steps = sorted({*scale.curve, *thresholds.values()})
     lines = [
         "| distance | recall | precision vs hard negatives | hard negatives admitted | "
         "precision vs all negatives | negatives admitted |",
@@ -635,9 +679,9 @@ def curve_table(pairs: Pairs, thresholds: dict[str, float]) -> list[str]:
         p_all, _ = precision_recall(pairs, d, hard_only=False)
         n_hard = int(((pairs.distance <= d) & (pairs.label == 0)).sum())
         n_all = int(((pairs.distance <= d) & (pairs.label <= 0)).sum())
-        label = f" **{marks[round(d, 2)]}**" if round(d, 2) in marks else ""
+        label = f" **{marks[number(d)]}**" if number(d) in marks else ""
         lines.append(
-            f"| {d:.2f}{label} | {recall:.3f} | {p_hard:.3f} | {n_hard} of {hard_total} | "
+            f"| {number(d)}{label} | {recall:.3f} | {p_hard:.3f} | {n_hard} of {hard_total} | "
             f"{p_all:.3f} | {n_all} |"
         )
     return lines
@@ -657,7 +701,9 @@ def per_kind_table(pairs: Pairs, gates: Gates, rules: dict[str, Rule]) -> list[s
         recalls = " | ".join(
             f"{int(r.accept(pairs, gates, mask).sum()) / d.size:.2f}" for r in rules.values()
         )
-        lines.append(f"| {kind} | {d.size} | {np.median(d):.2f} | {d.max():.2f} | {recalls} |")
+        lines.append(
+            f"| {kind} | {d.size} | {number(np.median(d))} | {number(d.max())} | {recalls} |"
+        )
     return lines
 
 
@@ -673,7 +719,9 @@ def hard_table(pairs: Pairs, gates: Gates, rules: dict[str, Rule]) -> list[str]:
         mask = (pairs.label == 0) & (kind_array == source)
         d = pairs.distance[mask]
         admitted = " | ".join(str(int(r.accept(pairs, gates, mask).sum())) for r in rules.values())
-        lines.append(f"| {source} | {d.size} | {d.min():.2f} | {np.median(d):.2f} | {admitted} |")
+        lines.append(
+            f"| {source} | {d.size} | {number(d.min())} | {number(np.median(d))} | {admitted} |"
+        )
     return lines
 
 
@@ -698,11 +746,11 @@ def levels_table(pairs: Pairs, gates: Gates, rules: dict[str, Rule]) -> list[str
     return lines
 
 
-def exact_distance(pairs: Pairs) -> float:
+def exact_distance(pairs: Pairs, scale: Scale) -> float:
     """The largest distance of a copy that looks identical (JPEG quality 95, EXIF-rotated),
     rounded up to 0.05: ``exact`` groups copies that differ in nothing a person sees."""
     kinds = np.isin(np.array(pairs.kind), EXACT_KINDS) & (pairs.label == 1)
-    return float(np.ceil(pairs.distance[kinds].max() * 20) / 20)
+    return scale.round_up(float(pairs.distance[kinds].max()))
 
 
 # --------------------------------------------------------------------------- the report
@@ -724,11 +772,12 @@ def main(argv: list[str] | None = None) -> int:
     vectors = embed(cache, images, args.model)
     pairs = make_pairs(items, hard, vectors)
     print("  second tests on candidate pairs ...", file=sys.stderr)
-    gates = compute_gates(pairs, images)
+    scale = Scale() if args.model is None else Scale.of(pairs)
+    gates = compute_gates(pairs, images, scale)
     targets = {"strict": 0.99, "loose": 0.95}
-    verify_lines, fitted = verification_figures(pairs, gates, targets)
-    thresholds = {level: pick_threshold(pairs, target) for level, target in targets.items()}
-    rules = {"exact": Rule("none", exact_distance(pairs))}
+    verify_lines, fitted = verification_figures(pairs, gates, targets, scale)
+    thresholds = {level: pick_threshold(pairs, t, scale) for level, t in targets.items()}
+    rules = {"exact": Rule("none", exact_distance(pairs, scale))}
     for level in targets:
         rules[f"{level}, vectors alone"] = Rule("none", thresholds[level])
         rules[level] = fitted[level]["phash"]
@@ -756,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         (cache / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     tables = {
-        "curve": curve_table(pairs, thresholds),
+        "curve": curve_table(pairs, thresholds, scale),
         "levels": levels_table(pairs, gates, rules),
         "kinds": per_kind_table(pairs, gates, rules),
         "hard": hard_table(pairs, gates, rules),
