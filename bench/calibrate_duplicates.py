@@ -1,6 +1,7 @@
 """Calibrate the near-duplicate levels of ``simsearch duplicates`` for the shipped model.
 
 Run:  python -m bench.calibrate_duplicates [--cache DIR] [--doc docs/duplicates.md] [--no-doc]
+      python -m bench.calibrate_duplicates --model OTHER.onnx   # another model's figures
 
 What it does (docs/duplicates.md explains the method and holds the figures it writes):
 

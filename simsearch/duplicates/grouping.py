@@ -9,6 +9,14 @@ as single linkage (connected components) would.
 Pairs that are not among the candidates count as too far apart: that can only split a group,
 never chain one. A caller that can measure exact distances for a set of ids (the database can)
 passes ``lookup``, and the pairs missing inside each connected component are asked for once.
+
+What the caller does around it:
+- a level with a hash check (``Level.max_hash_distance``): drop the candidate pairs whose
+  perceptual hashes differ in more bits before grouping, and have ``lookup`` leave such pairs
+  out of its answer, so that they count as too far apart;
+- hard links (one file under two paths, ids that name the same device and inode) are not
+  duplicates of each other: collapse them to one member before grouping and list the other
+  paths with it.
 """
 
 from __future__ import annotations
