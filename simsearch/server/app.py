@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +44,17 @@ WHERE = Query(
     description="metadata filters as in `simsearch query --where`, e.g. `width>=1024` or "
     "`camera=X100`; repeat for several (all must hold)",
 )
+
+
+def search_options(
+    n: int = Query(config.RESULTS, ge=1, le=MAX_RESULTS, description="how many results"),
+    feature_set: str | None = None,
+    exact: bool = False,
+    ef: int = Query(config.EF_SEARCH, ge=1, le=10_000, description=EF),
+    where: list[str] = WHERE,
+) -> QueryOptions:
+    """The query parameters every search endpoint takes, as one QueryOptions."""
+    return QueryOptions(n=n, feature_set=feature_set, exact=exact, ef_search=ef, where=tuple(where))
 
 
 # --- the application ----------------------------------------------------------------------
@@ -101,11 +112,7 @@ def create_app(
     def search(
         response: Response,
         image: UploadFile = File(..., description="the query photo"),  # noqa: B008
-        n: int = Query(config.RESULTS, ge=1, le=MAX_RESULTS),
-        feature_set: str | None = None,
-        exact: bool = False,
-        ef: int = Query(config.EF_SEARCH, ge=1, le=10_000, description=EF),
-        where: list[str] = WHERE,
+        options: QueryOptions = Depends(search_options),  # noqa: B008
     ) -> dict[str, Any]:
         """The stored images nearest to an uploaded photo (multipart field ``image``).
 
@@ -114,7 +121,6 @@ def create_app(
         """
         data = image.file.read()
         timings: dict[str, float] = {}
-        options = _options(n, feature_set, exact, ef, where)
         fs, matches = engine.search_upload(data, image.filename or "", options, timings)
         started = time.perf_counter()
         answer = _answer(fs.name, engine.describe(matches))
@@ -127,15 +133,10 @@ def create_app(
     @app.get("/similar/{object_id:path}")
     def similar(
         object_id: str,
-        n: int = Query(config.RESULTS, ge=1, le=MAX_RESULTS),
-        feature_set: str | None = None,
-        exact: bool = False,
-        ef: int = Query(config.EF_SEARCH, ge=1, le=10_000, description=EF),
-        where: list[str] = WHERE,
+        options: QueryOptions = Depends(search_options),  # noqa: B008
     ) -> dict[str, Any]:
         """The stored images nearest to a stored one, itself left out (as `query --id` and
         ``simsearch_similar`` in SQL)."""
-        options = _options(n, feature_set, exact, ef, where)
         fs, matches = engine.similar(object_id, options)
         return _answer(fs.name, engine.describe(matches))
 
@@ -188,12 +189,6 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
-
-
-def _options(
-    n: int, feature_set: str | None, exact: bool, ef: int, where: list[str]
-) -> QueryOptions:
-    return QueryOptions(n=n, feature_set=feature_set, exact=exact, ef_search=ef, where=tuple(where))
 
 
 def _answer(feature_set: str, results: list[Result]) -> dict[str, Any]:
