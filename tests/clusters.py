@@ -261,7 +261,7 @@ def citus_bindir() -> Path:
         env={**os.environ, "PYTHON": sys.executable},
     )
     if result.returncode == NO_TARBALL:
-        reason = "no Citus source: " + result.stderr.strip().splitlines()[-1]
+        reason = result.stderr.strip().splitlines()[-1].removeprefix("citus-build: ")
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (CI=true: the Citus tests must run)", pytrace=False)
         pytest.skip(reason)
@@ -320,7 +320,9 @@ class StreamingPair:
     def wait_replayed(self, timeout: float = 30.0) -> None:
         """Wait until the standby has replayed everything the primary has written so far."""
         with self.primary.connect(autocommit=True) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            # The insert position, not pg_current_wal_lsn() (the write position): with
+            # synchronous_commit off a commit record may still sit in WAL buffers.
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         target = row[0]
         deadline = time.monotonic() + timeout
