@@ -106,31 +106,45 @@ class Node:
     def url(self) -> str:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
-    def run(self, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one of the server's programs as the server user, with the shared .pgpass."""
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment the node's programs run with: the shared .pgpass, no stray PG*."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGPASSFILE"] = str(self.socket_dir / "pgpass")
         env["LC_ALL"] = "C"
         # The server user's home may not exist; libpq and initdb look there otherwise.
         env["HOME"] = str(self.socket_dir)
-        kwargs: dict[str, object] = {}
-        if self.user is not None:
-            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+        return {**env, **extra}
+
+    def as_server_user(self) -> dict[str, object]:
+        """subprocess keyword arguments that run a program as the server user."""
+        if self.user is None:
+            return {"cwd": self.socket_dir}
+        return {
+            "cwd": self.socket_dir,
+            "user": self.user.pw_uid,
+            "group": self.user.pw_gid,
+            "extra_groups": [],
+        }
+
+    def run(self, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one of the server's programs as the server user, with the shared .pgpass."""
         result = subprocess.run(
             [str(self.bindir / str(args[0])), *map(str, args[1:])],
             capture_output=True,
             text=True,
-            env=env,
-            cwd=self.socket_dir,
-            **kwargs,  # type: ignore[arg-type]
+            env=self.env(),
+            **self.as_server_user(),  # type: ignore[arg-type]
         )
         if check and result.returncode != 0:
-            log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
             raise RuntimeError(
                 f"{self.name}: {args[0]} failed ({result.returncode}):\n"
-                f"{result.stdout}{result.stderr}\n--- server log ---\n{log}"
+                f"{result.stdout}{result.stderr}\n--- server log ---\n{self.log_tail()}"
             )
         return result
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def initdb(self) -> None:
         self.run(
@@ -186,7 +200,7 @@ class Node:
 
 
 @contextmanager
-def _topology(prefix: str, bindir: Path) -> Iterator[tuple[Path, pwd.struct_passwd | None]]:
+def topology(prefix: str, bindir: Path) -> Iterator[tuple[Path, pwd.struct_passwd | None]]:
     """A short-pathed folder for a set of nodes (Unix socket names are limited to ~107 bytes),
     with the password files the servers and their clients read; removed afterwards.
 
@@ -210,7 +224,7 @@ def _topology(prefix: str, bindir: Path) -> Iterator[tuple[Path, pwd.struct_pass
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _new_node(name: str, root: Path, bindir: Path, user: pwd.struct_passwd | None) -> Node:
+def new_node(name: str, root: Path, bindir: Path, user: pwd.struct_passwd | None) -> Node:
     folder = root / name
     folder.mkdir()
     if user is not None:
@@ -224,7 +238,7 @@ def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
             os.chown(name, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
-def _stop_all(nodes: list[Node]) -> None:
+def stop_all(nodes: list[Node]) -> None:
     for node in nodes:
         if node.data.exists():
             node.stop("immediate")
@@ -271,13 +285,14 @@ def citus_bindir() -> Path:
 
 
 @contextmanager
-def citus_cluster(bindir: Path, workers: int = 2) -> Iterator[CitusCluster]:
-    """Start a coordinator and ``workers`` workers, all with citus and vector; stop them after."""
-    with _topology("ss-citus-", bindir) as (root, user):
-        coordinator = _new_node("coordinator", root, bindir, user)
-        nodes = [coordinator] + [
-            _new_node(f"worker{i}", root, bindir, user) for i in range(workers)
-        ]
+def citus_cluster(bindir: Path, workers: int = 2, register: bool = True) -> Iterator[CitusCluster]:
+    """Start a coordinator and ``workers`` workers, all with citus and vector; stop them after.
+
+    ``register=False`` leaves the workers unknown to the coordinator (for a test of
+    deploy/citus/register-workers.sh)."""
+    with topology("ss-citus-", bindir) as (root, user):
+        coordinator = new_node("coordinator", root, bindir, user)
+        nodes = [coordinator] + [new_node(f"worker{i}", root, bindir, user) for i in range(workers)]
         try:
             # One initdb, copied: a data directory holds no port or name, and copying is
             # cheaper than initdb on a busy 2-core machine.
@@ -292,13 +307,14 @@ def citus_cluster(bindir: Path, workers: int = 2) -> Iterator[CitusCluster]:
             # Workers first: citus_add_node checks the worker's Citus and syncs metadata to it.
             for node in [*nodes[1:], coordinator]:
                 node.execute("CREATE EXTENSION citus", "CREATE EXTENSION vector")
-            coordinator.execute(
-                f"SELECT citus_set_coordinator_host('127.0.0.1', {coordinator.port})",
-                *(f"SELECT citus_add_node('127.0.0.1', {w.port})" for w in nodes[1:]),
-            )
+            if register:
+                coordinator.execute(
+                    f"SELECT citus_set_coordinator_host('127.0.0.1', {coordinator.port})",
+                    *(f"SELECT citus_add_node('127.0.0.1', {w.port})" for w in nodes[1:]),
+                )
             yield CitusCluster(coordinator, nodes[1:])
         finally:
-            _stop_all(nodes)
+            stop_all(nodes)
 
 
 # --- Streaming replication ---------------------------------------------------------------------
@@ -365,9 +381,9 @@ class StreamingPair:
 def streaming_pair(bindir: Path | None = None) -> Iterator[StreamingPair]:
     """Start a primary and a hot standby streaming from it; stop both afterwards."""
     bindir = bindir or _bin_dir()
-    with _topology("ss-repl-", bindir) as (root, user):
-        primary = _new_node("primary", root, bindir, user)
-        standby = _new_node("standby", root, bindir, user)
+    with topology("ss-repl-", bindir) as (root, user):
+        primary = new_node("primary", root, bindir, user)
+        standby = new_node("standby", root, bindir, user)
         nodes = [primary, standby]
         try:
             primary.initdb()
@@ -400,7 +416,7 @@ def streaming_pair(bindir: Path | None = None) -> Iterator[StreamingPair]:
             pair.wait_streaming()
             yield pair
         finally:
-            _stop_all(nodes)
+            stop_all(nodes)
 
 
 # --- pytest fixtures (imported by conftest.py) ---------------------------------------------------
