@@ -236,6 +236,13 @@ def test_set_local_ef_search_reaches_the_workers(
             assert {port for port, _ in rows} == {w.port for w in indexed.workers}
             assert {setting for _, setting in rows} == {"40"}
         with conn.transaction():
+            # Citus propagates SET statements, not set_config() calls (which simsearch's
+            # store.knn uses today): a function call changes the coordinator alone.
+            conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
+            conn.execute("SELECT set_config('hnsw.ef_search', '7', true)")
+            rows = conn.execute(seen).fetchall()
+            assert {setting for _, setting in rows} == {"40"}
+        with conn.transaction():
             conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
             conn.execute("SET LOCAL hnsw.ef_search = 7")
             rows = conn.execute(seen).fetchall()
@@ -267,19 +274,39 @@ def test_set_local_ef_search_reaches_the_workers(
         assert {setting for _, setting in rows} == {"40"}
 
 
-def test_hnsw_answer_through_the_coordinator_has_full_recall_at_high_ef(
+def test_simsearch_ann_query_shape_through_the_coordinator(
     indexed: CitusCluster, vectors: np.ndarray
 ) -> None:
+    """store._ann_query's shape: HNSW candidates on halfvec in a LIMITed subquery, re-ranked by
+    exact float32 distance. Citus runs the subquery as a distributed subplan (each shard's top
+    candidates, merged to the best ``pool`` on the coordinator) and the re-rank on the
+    coordinator."""
     ids = np.array(_ids())
+    queries = range(0, ROWS, 100)
+    hits = 0
     with psycopg.connect(indexed.url) as conn, conn.transaction():
         conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
-        conn.execute("SET LOCAL enable_seqscan = off")
         conn.execute("SET LOCAL hnsw.ef_search = 200")
-        hits = 0
-        for qi in range(0, ROWS, 100):
-            q = vectors[qi] * 0.9
-            got = {r[0] for r in _knn(conn, q, K)}
-            exact = set(ids[np.argsort(np.linalg.norm(vectors - q, axis=1))[:K]])
-            hits += len(got & exact)
-        # 150 rows a shard, ef_search 200: each shard's graph search is all but exhaustive.
-        assert hits / (K * len(range(0, ROWS, 100))) >= 0.95
+        for qi in queries:
+            q = _literal(vectors[qi] * 0.9)
+            rows = conn.execute(
+                f"""SELECT object_id, distance FROM (
+                      SELECT object_id, embedding <-> %s AS distance FROM (
+                        SELECT object_id, embedding FROM embeddings
+                        WHERE feature_set_id = 1
+                        ORDER BY embedding::halfvec({DIM}) <-> %s::halfvec({DIM})
+                        LIMIT %s
+                      ) AS candidates
+                    ) AS ranked
+                    ORDER BY distance, object_id LIMIT %s""",
+                (q, q, 100, K),
+                prepare=True,
+            ).fetchall()
+            distances = np.linalg.norm(vectors - vectors[qi] * 0.9, axis=1)
+            exact = ids[np.argsort(distances, kind="stable")[:K]]
+            hits += len({r[0] for r in rows} & set(exact))
+            # Distances are the exact float32 ones, whatever found the candidates.
+            by_id = dict(zip(ids, distances, strict=True))
+            assert np.allclose([r[1] for r in rows], [by_id[r[0]] for r in rows], rtol=1e-5)
+    # 150 rows a shard, ef_search 200: each shard's graph search is all but exhaustive.
+    assert hits / (K * len(queries)) >= 0.95
