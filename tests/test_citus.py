@@ -9,12 +9,14 @@ Plain SQL through psycopg: this proves the cluster, not simsearch's code on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import psycopg
 import pytest
-from clusters import CitusCluster
+from clusters import CitusCluster, citus_bindir
+from pgcluster import _bin_dir
 
 DIM = 32
 ROWS = 1200
@@ -310,3 +312,26 @@ def test_simsearch_ann_query_shape_through_the_coordinator(
             assert np.allclose([r[1] for r in rows], [by_id[r[0]] for r in rows], rtol=1e-5)
     # 150 rows a shard, ef_search 200: each shard's graph search is all but exhaustive.
     assert hits / (K * len(queries)) >= 0.95
+
+
+def test_citus_build_is_cached_and_keeps_pgvector(citus: CitusCluster) -> None:
+    """scripts/citus-build.sh again: the same copy at once, with Citus and pgvector in it,
+    readable by the unprivileged server user."""
+    started = time.monotonic()
+    bindir = citus_bindir()
+    assert time.monotonic() - started < 5  # a rebuild takes minutes; the cache well under 1 s
+    assert bindir == citus.coordinator.bindir
+    prefix = bindir.parent
+    for path in (
+        prefix / "lib/postgresql/citus.so",
+        prefix / "lib/postgresql/vector.so",
+        prefix / "share/postgresql/extension/citus.control",
+        prefix / "share/postgresql/extension/vector.control",
+    ):
+        assert path.stat().st_mode & 0o004, path
+    assert (bindir / "postgres").stat().st_mode & 0o001
+    makefile = prefix / "lib/postgresql/pgxs/src/Makefile.global"
+    assert "-Wmissing-variable-declarations" not in makefile.read_text()
+    # The wheel itself is left as pip installed it.
+    wheel_makefile = _bin_dir().parent / "lib/postgresql/pgxs/src/Makefile.global"
+    assert "-Wmissing-variable-declarations" in wheel_makefile.read_text()
