@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from clusters import citus, replicas  # noqa: F401  (session fixtures: multi-server topologies)
 from data import write_images, write_shards
 from onnx_models import build_model
 

@@ -1,0 +1,2 @@
+-- Run once at each node's first start, in POSTGRES_DB, after Citus' own 001 script.
+CREATE EXTENSION IF NOT EXISTS vector;
