@@ -26,14 +26,16 @@ from .measure import machine
 from .run import DATA, Say, exact_top, measure_curve, measure_load, reset, sizes
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_million")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--home", type=Path, default=DATA / "home-1m")
     parser.add_argument("--data", choices=datasets.KINDS, default="clustered")
     parser.add_argument("--no-peer", action="store_true", help="skip hnswlib and the exact scan")
-    args = parser.parse_args()
+    parser.add_argument("--cache", type=Path, default=DATA, help="where shards are cached")
+    parser.add_argument("--model", type=Path, help="a fitted realistic model (bench.realistic)")
+    args = parser.parse_args(argv)
     os.environ["SIMSEARCH_HOME"] = str(args.home.resolve())
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
     from simsearch import database, ingest, store
@@ -41,9 +43,9 @@ def main() -> int:
     say = Say()
     spec = datasets.clustered_spec(args.rows)  # shard layout and dimension, for either set
     say(f"machine: {machine()}")
-    name, folder = datasets.shards(args.data, args.rows, DATA)
+    name, folder = datasets.shards(args.data, args.rows, args.cache, model=args.model)
     say(f"data: {name}, {spec.rows:,} x {spec.dimension} in {spec.shards} shards ({folder})")
-    model = tiny_model.build(DATA / "tiny-1280.onnx", 1280)
+    model = tiny_model.build(args.cache / "tiny-1280.onnx", 1280)
     with database.connect() as conn:
         reset(conn)
     load_args = argparse.Namespace(repeat=1, rows=spec.rows, shard_rows=spec.shard_rows)
@@ -60,7 +62,9 @@ def main() -> int:
         assert fs is not None
         on_disk = sizes(conn, fs)
         say(f"sizes (bytes): {on_disk}")
-        queries, new = datasets.queries(args.data, args.rows, args.queries, DATA)
+        queries, new = datasets.queries(
+            args.data, args.rows, args.queries, args.cache, model=args.model
+        )
         ids, features = datagen.read_all(folder)
         truth = exact_top(features, queries, 10)
         curve = measure_curve(conn, fs, queries, ids, truth, 1, say)

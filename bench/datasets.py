@@ -30,28 +30,35 @@ def clustered_spec(rows: int, shard_rows: int = 10_000) -> datagen.Spec:
     return datagen.Spec(rows, DIMENSION, shard_rows, clusters=max(rows // 100, 10))
 
 
-def shards(kind: str, rows: int, data: Path = photos.DATA, views: float = 3.0) -> tuple[str, Path]:
+def shards(
+    kind: str, rows: int, data: Path = photos.DATA, views: float = 3.0, model: Path | None = None
+) -> tuple[str, Path]:
     """The name and shard folder of ``kind`` at ``rows`` (made once under ``data``, then cached)."""
     if kind == "clustered":
         folder, _ = datagen.ensure(data, clustered_spec(rows))
         return "clustered (datagen)", folder
     if kind == "realistic":
-        model, key = realistic.ensure_model(data)
+        fitted, key = realistic.ensure_model(data, model)
         return f"realistic (views {views:g})", realistic.ensure(
-            data, realistic.Spec(rows, views=views), model, key
+            data, realistic.Spec(rows, views=views), fitted, key
         )
     raise ValueError(f"unknown data set {kind!r}: one of {', '.join(KINDS)}")
 
 
 def queries(
-    kind: str, rows: int, count: int, data: Path = photos.DATA, views: float = 3.0
+    kind: str,
+    rows: int,
+    count: int,
+    data: Path = photos.DATA,
+    views: float = 3.0,
+    model: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out queries for the set ``shards`` makes, and which show a photo it does not hold."""
     if kind == "clustered":
         q = datagen.Generator(clustered_spec(rows)).queries(count)
         return q, np.ones(len(q), bool)
-    model, _ = realistic.ensure_model(data)
-    return realistic.Generator(model, realistic.Spec(rows, views=views)).queries(count)
+    fitted, _ = realistic.ensure_model(data, model)
+    return realistic.Generator(fitted, realistic.Spec(rows, views=views)).queries(count)
 
 
 def load(kind: str, rows: int, count: int, data: Path = photos.DATA, views: float = 3.0) -> Dataset:

@@ -44,12 +44,12 @@ def reranked_recall(
     (Centring is left out: it shifts every projected point alike and changes no distance.)"""
     projected = features @ basis
     norms = np.einsum("ij,ij->i", projected, projected)
-    k_max = max(candidates)
+    k_max = min(max(candidates), len(features))
     hits: dict[int, list[float]] = {k: [] for k in candidates}
     for q, want in zip(queries, truth, strict=True):
         p = q @ basis
         reduced = norms - 2.0 * (projected @ p)
-        top = np.argpartition(reduced, k_max)[:k_max]
+        top = np.argpartition(reduced, k_max - 1)[:k_max]
         top = top[np.argsort(reduced[top], kind="stable")]
         for k in candidates:
             rows = top[:k]

@@ -45,8 +45,7 @@ SKIMAGE_PHOTOS = (
     "chelsea",
     "coffee",
     "rocket",
-    "motorcycle_left",
-    "motorcycle_right",
+    "stereo_motorcycle",
     "hubble_deep_field",
     "camera",
     "brick",
@@ -134,6 +133,8 @@ def open_photo(source: str) -> Image.Image | None:
             from skimage import data
 
             pixels = getattr(data, source.split(":", 1)[1])()
+            if isinstance(pixels, tuple):  # stereo_motorcycle: (left, right, disparity)
+                pixels = pixels[0]
             image = Image.fromarray(pixels)
         else:
             image = ImageOps.exif_transpose(Image.open(source))

@@ -178,8 +178,11 @@ def _object_id(seed: int, row: int) -> str:
     return hashlib.sha1(f"realistic-{seed}-{row}".encode()).hexdigest() + ".jpg"
 
 
-def ensure_model(data: Path = photos.DATA) -> tuple[Model, str]:
-    """The fitted model (from the cached real crops, embedding them first if needed)."""
+def ensure_model(data: Path = photos.DATA, fitted: Path | None = None) -> tuple[Model, str]:
+    """The fitted model and a key naming it: ``fitted`` when given (a saved :class:`Model`),
+    else the one fitted from the cached real crops (embedding them first if needed)."""
+    if fitted is not None:
+        return Model.load(fitted), hashlib.sha1(fitted.read_bytes()).hexdigest()[:12]
     crops, path = photos.ensure(data=data)
     key = path.stem.removeprefix("real-crops-")
     fitted = data / f"realistic-model-{key}.npz"
@@ -205,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--views", type=float, default=3.0, help="mean views per photo")
     parser.add_argument("--data", type=Path, default=photos.DATA)
+    parser.add_argument("--model", type=Path, help="a fitted model (default: fit the real crops)")
     args = parser.parse_args(argv)
-    model, key = ensure_model(args.data)
+    model, key = ensure_model(args.data, args.model)
     spec = Spec(args.rows, views=args.views)
     started = time.perf_counter()
     folder = ensure(args.data, spec, model, key)
