@@ -61,11 +61,18 @@ def queries(
     return realistic.Generator(fitted, realistic.Spec(rows, views=views)).queries(count)
 
 
-def load(kind: str, rows: int, count: int, data: Path = photos.DATA, views: float = 3.0) -> Dataset:
+def load(
+    kind: str,
+    rows: int,
+    count: int,
+    data: Path = photos.DATA,
+    views: float = 3.0,
+    model: Path | None = None,
+) -> Dataset:
     """The set's shards read back, with its queries."""
-    name, folder = shards(kind, rows, data, views)
+    name, folder = shards(kind, rows, data, views, model)
     ids, features = datagen.read_all(folder)
-    q, new = queries(kind, rows, count, data, views)
+    q, new = queries(kind, rows, count, data, views, model)
     return Dataset(name, folder, ids, features, q, new)
 
 
