@@ -45,8 +45,8 @@ def reranked_recall(
     projected = features @ basis
     norms = np.einsum("ij,ij->i", projected, projected)
     k_max = min(max(candidates), len(features))
-    hits: dict[int, list[float]] = {k: [] for k in candidates}
-    for q, want in zip(queries, truth, strict=True):
+    found: dict[int, list[np.ndarray]] = {k: [] for k in candidates}
+    for q in queries:
         p = q @ basis
         reduced = norms - 2.0 * (projected @ p)
         top = np.argpartition(reduced, k_max - 1)[:k_max]
@@ -55,8 +55,11 @@ def reranked_recall(
             rows = top[:k]
             diff = features[rows] - q
             best = rows[np.argsort(np.einsum("ij,ij->i", diff, diff), kind="stable")[:10]]
-            hits[k].append(len(set(best) & set(want)) / len(want))
-    return {k: float(np.mean(v)) for k, v in hits.items()}
+            found[k].append(best)
+    return {
+        k: float(peer.recall_at(features, queries, np.array(v), truth).mean())
+        for k, v in found.items()
+    }
 
 
 def measure(

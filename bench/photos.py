@@ -57,6 +57,11 @@ SKIMAGE_PHOTOS = (
 MIN_SIDE = 96  # smaller pictures are icons, and 5 % crops of them are a handful of pixels
 MAX_SIDE = 768  # decode large wallpapers once at this size: crops need no more pixels
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+# A crop this flat (pixel standard deviation, 0-255) shows nothing: a small crop of a stamp's
+# white background or of a clear sky. All such crops embed to one and the same vector, which
+# a real collection would hold once; they are drawn again.
+MIN_CROP_STD = 6.0
+CACHE_VERSION = 2  # bump when the crops change for the same spec and photos
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class CropSpec:
     seed: int = SEED
 
     def key(self, sources: Sequence[str], model_sha: str) -> str:
-        text = json.dumps([self.__dict__, list(sources), model_sha], sort_keys=True)
+        text = json.dumps([self.__dict__, list(sources), model_sha, CACHE_VERSION], sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -152,7 +157,16 @@ def open_photo(source: str) -> Image.Image | None:
 
 
 def random_crop(image: Image.Image, rng: np.random.Generator, size: int = 224) -> Image.Image:
-    """A crop of 5-100 % of the area, aspect 3:4-4:3, maybe mirrored, mildly re-coloured."""
+    """A crop of 5-100 % of the area, aspect 3:4-4:3, maybe mirrored, mildly re-coloured;
+    drawn again (a few times at most) while it is flat."""
+    for _ in range(10):
+        crop = _one_crop(image, rng, size)
+        if float(np.asarray(crop, np.float32).std()) >= MIN_CROP_STD:
+            break
+    return crop
+
+
+def _one_crop(image: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
     width, height = image.size
     area = rng.uniform(0.05, 1.0) * width * height
     aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
