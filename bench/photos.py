@@ -38,7 +38,6 @@ SEED = 20_261_201
 # Debian packages that ship real photos (not drawings): Tux Paint's photo stamps are objects
 # cut out of photos; ukui-wallpapers are landscape and city photos.
 DEBIAN_PACKAGES = ("tuxpaint-stamps-default", "ukui-wallpapers")
-PHOTO_DIRS = (Path("/usr/share/tuxpaint/stamps"), Path("/usr/share/backgrounds"))
 # scikit-image's bundled samples that are photographs (the others are drawings or microscopy).
 SKIMAGE_PHOTOS = (
     "astronaut",
@@ -121,14 +120,35 @@ def _dpkg_installed(package: str) -> bool:
     return "install ok installed" in done.stdout
 
 
-def photo_sources(dirs: Sequence[Path] = PHOTO_DIRS, skimage: bool = True) -> list[str]:
-    """Every candidate photo, sorted: file paths, then ``skimage:NAME`` for the samples."""
+def photo_sources(packages: Sequence[str] = DEBIAN_PACKAGES, skimage: bool = True) -> list[str]:
+    """Every candidate photo, sorted: the packages' image files, then ``skimage:NAME``.
+
+    Files are taken from the packages' own file lists, not by scanning shared folders, which
+    also hold other packages' drawings and abstract (even blank) wallpapers."""
     found = sorted(
-        str(p) for d in dirs if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in SUFFIXES
+        path
+        for package in packages
+        for path in _package_files(package)
+        if Path(path).suffix.lower() in SUFFIXES and Path(path).is_file() and _photo_like(path)
     )
     if skimage:
         found += [f"skimage:{name}" for name in SKIMAGE_PHOTOS]
     return found
+
+
+def _photo_like(path: str) -> bool:
+    # Tux Paint keeps its drawn stamps in cartoon/ folders, and ships mirrored copies of
+    # some photos as *_mirror files (crops are mirrored at random anyway).
+    return "/cartoon/" not in path and not Path(path).stem.endswith("_mirror")
+
+
+def _package_files(package: str) -> list[str]:
+    if shutil.which("dpkg-query") is None:
+        return []
+    done = subprocess.run(
+        ["dpkg-query", "-L", package], capture_output=True, text=True, check=False
+    )
+    return done.stdout.splitlines() if done.returncode == 0 else []
 
 
 def open_photo(source: str) -> Image.Image | None:
@@ -153,7 +173,9 @@ def open_photo(source: str) -> Image.Image | None:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    image = image.convert("RGB")
+    # A blank picture (a fully transparent PNG) is no photo.
+    return image if float(np.asarray(image, np.float32).std()) >= MIN_CROP_STD else None
 
 
 def random_crop(image: Image.Image, rng: np.random.Generator, size: int = 224) -> Image.Image:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def crops() -> photos.RealCrops:
     # Four sample photos (nothing downloaded), a few crops each: about 50 embeddings, ~2 s.
     spec = photos.CropSpec(photos=5, crops=10, seen_queries=6, new_queries_per_photo=3)
-    sources = photos.photo_sources(dirs=(), skimage=True)
+    sources = photos.photo_sources(packages=(), skimage=True)
     return photos.make(spec, sources, photos.Embedder())
 
 
