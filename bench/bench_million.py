@@ -1,8 +1,14 @@
 """1,000,000 x 1280: ingest, index build, on-disk sizes, recall and latency.
 
-``python -m bench.bench_million [--rows 1000000]``: a single pass of each step (a build takes
-tens of minutes on 2 cores), in its own SIMSEARCH_HOME (bench/data/home-1m); prints the
-figures for docs/benchmarks.md's "1,000,000 x 1280" section.
+``python -m bench.bench_million [--rows 1000000] [--data realistic|clustered]``: a single
+pass of each step (a build takes tens of minutes on 2 cores), in its own SIMSEARCH_HOME
+(bench/data/home-1m); prints the figures for docs/benchmarks.md's "1,000,000 x 1280" section.
+
+``--data clustered`` (the default, as before) is bench/datagen.py's stress set; ``realistic``
+is bench/realistic.py's set fitted to real photo embeddings (mostly distinct photos). Then the
+peer runs on the same vectors and queries: hnswlib with the same M and ef_construction, and
+the NumPy exact scan; each pgvector figure is also printed as a ratio to the peer's
+(``--no-peer`` skips it, e.g. without the ``bench`` extra installed).
 """
 
 from __future__ import annotations
@@ -11,29 +17,36 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from . import datagen, tiny_model
+import numpy as np
+
+from . import datagen, datasets, peer, tiny_model
 from .measure import machine
 from .run import DATA, Say, exact_top, measure_curve, measure_load, reset, sizes
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_million")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--home", type=Path, default=DATA / "home-1m")
-    args = parser.parse_args()
+    parser.add_argument("--data", choices=datasets.KINDS, default="clustered")
+    parser.add_argument("--no-peer", action="store_true", help="skip hnswlib and the exact scan")
+    parser.add_argument("--cache", type=Path, default=DATA, help="where shards are cached")
+    parser.add_argument("--model", type=Path, help="a fitted realistic model (bench.realistic)")
+    args = parser.parse_args(argv)
     os.environ["SIMSEARCH_HOME"] = str(args.home.resolve())
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
     from simsearch import config
     from simsearch.db import connect, feature_sets, hnsw
 
     say = Say()
-    spec = datagen.Spec(args.rows, 1280, 10_000, clusters=max(args.rows // 100, 10))
+    spec = datasets.clustered_spec(args.rows)  # shard layout and dimension, for either set
     say(f"machine: {machine()}")
-    say(f"data: {spec.rows:,} x {spec.dimension} in {spec.shards} shards")
-    folder, _ = datagen.ensure(DATA, spec)
-    model = tiny_model.build(DATA / "tiny-1280.onnx", 1280)
+    name, folder = datasets.shards(args.data, args.rows, args.cache, model=args.model)
+    say(f"data: {name}, {spec.rows:,} x {spec.dimension} in {spec.shards} shards ({folder})")
+    model = tiny_model.build(args.cache / "tiny-1280.onnx", 1280)
     with connect.connect() as conn:
         reset(conn)
     load_args = argparse.Namespace(repeat=1, rows=spec.rows, shard_rows=spec.shard_rows)
@@ -44,23 +57,57 @@ def main() -> int:
         memory = hnsw.build_memory_mb(spec.rows, spec.dimension, config.HNSW_M)
         started = time.perf_counter()
         hnsw.build(conn, fs, config.HNSW_M, config.HNSW_EF_CONSTRUCTION)
-        say(
-            f"index build: {time.perf_counter() - started:.1f} s (maintenance_work_mem {memory} MB)"
-        )
+        build_s = time.perf_counter() - started
+        say(f"index build: {build_s:.1f} s (maintenance_work_mem {memory} MB)")
         fs = feature_sets.feature_set(conn, "bench")
         assert fs is not None
         on_disk = sizes(conn, fs)
         say(f"sizes (bytes): {on_disk}")
-        queries = datagen.Generator(spec).queries(args.queries)
+        queries, new = datasets.queries(
+            args.data, args.rows, args.queries, args.cache, model=args.model
+        )
         ids, features = datagen.read_all(folder)
         truth = exact_top(features, queries, 10)
-        del features
-        measure_curve(conn, fs, queries, ids, truth, 1, say)
+        curve = measure_curve(conn, fs, queries, ids, truth, 1, say)
+    if not args.no_peer:
+        # Same vectors, queries and truth; the database is idle by now.
+        efs = sorted({point["ef_search"] for point in curve})
+        result = peer.hnsw(features, queries, np.array(truth), efs=efs, new=new)
+        say("peer: hnswlib (M=16, ef_construction=64, 2 threads) and the NumPy exact scan")
+        print(peer.table(result))
+        print()
+        print(ratios(curve, build_s, result))
+    del features
     say(
         f"load {load['load_s']:.1f} s ({load['rows_per_s']:,.0f} rows/s), "
         f"RSS {load['rss_mib']:.0f} MiB"
     )
     return 0
+
+
+def ratios(curve: list[dict[str, Any]], build_s: float, result: peer.PeerResult) -> str:
+    """pgvector's figures beside the peer's at the same ef_search, and as ratios to them."""
+    by_ef = {p.ef: p for p in result.curve}
+    lines = [
+        f"build: pgvector {build_s:.1f} s, hnswlib {result.build_s:.1f} s, "
+        f"ratio {build_s / result.build_s:.2f}",
+        "",
+        "| ef_search | candidates | recall@10 pgvector / hnswlib (ratio) "
+        "| p50 ms pgvector / hnswlib (ratio) | p95 ms pgvector / hnswlib (ratio) "
+        "| p50 vs exact NumPy scan |",
+        "|---|---|---|---|---|---|",
+    ]
+    for point in curve:
+        h = by_ef[point["ef_search"]]
+        recall_ratio = point["recall"] / max(h.recall, 1e-9)
+        lines.append(
+            f"| {point['ef_search']} | {point['candidates']} "
+            f"| {point['recall']:.3f} / {h.recall:.3f} ({recall_ratio:.2f}) "
+            f"| {point['p50_ms']:.2f} / {h.p50_ms:.2f} ({point['p50_ms'] / h.p50_ms:.1f}) "
+            f"| {point['p95_ms']:.2f} / {h.p95_ms:.2f} ({point['p95_ms'] / h.p95_ms:.1f}) "
+            f"| {point['p50_ms'] / result.exact_p50_ms:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
