@@ -26,6 +26,9 @@ EF_SEARCH_MAX = 1000
 # --- the HNSW index -------------------------------------------------------------------------
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+# Feature sets of more dimensions are indexed on a PCA copy of this many (simsearch/projection.py)
+REDUCED_DIMENSION = 256
+PROJECTION_SAMPLE = 20_000  # rows the PCA is fitted on
 
 # --- embedding and loading ------------------------------------------------------------------
 BATCH = 32  # images per inference batch: bounds memory, keeps the model busy
