@@ -37,7 +37,6 @@ def thumbnail(source: Path, cache_dir: Path, size: int = DEFAULT_SIZE) -> Path:
     image = _shrunk(source, size)
     with atomic_writer(target, durable=False) as handle:  # a lost thumbnail is made again
         image.save(handle, "JPEG", quality=QUALITY, optimize=True)
-        raise
     return target
 
 
