@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw
 
 from simsearch.db import connect, embedded, feature_sets
 from simsearch.demo import sample_photos
-from simsearch.indexing import index
 from simsearch.pipeline import embedding_model
 from simsearch.preprocess import on_white
 from simsearch.server import process as server_process
@@ -143,7 +142,9 @@ def test_index_prune_forgets_files_that_are_gone(
 
 
 @pytest.fixture()
-def album(empty_db: None, tmp_path: Path, cli: Any, gallery: list[Path], origin_model: Path) -> Path:
+def album(
+    empty_db: None, tmp_path: Path, cli: Any, gallery: list[Path], origin_model: Path
+) -> Path:
     folder = tmp_path / "album"
     copy_images(gallery, folder, 12)
     assert cli("index", folder, "--model", origin_model).code == 0

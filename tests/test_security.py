@@ -42,7 +42,7 @@ def _spliced(node: ast.expr) -> str | None:
 
 def test_every_sql_statement_is_parameterised():
     """No statement text is built from values in Python; psycopg.sql composes identifiers."""
-    sources = sorted((ROOT / "simsearch").glob("*.py")) + sorted(
+    sources = sorted((ROOT / "simsearch").rglob("*.py")) + sorted(
         (ROOT / "migrations").rglob("*.py")
     )
     offences, statements = [], 0
