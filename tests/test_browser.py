@@ -123,7 +123,7 @@ def test_upload_a_photo_see_it_found_and_click_through(
     assert len(driver.find_elements(By.CSS_SELECTOR, "#map g.hit")) == 12  # type: ignore[attr-defined]
     assert driver.find_elements(By.CSS_SELECTOR, "#map .axis")  # type: ignore[attr-defined]
     wait.until(lambda d: d.execute_script(_IMAGES_LOADED))
-    assert driver.execute_script(_OVERLAPS) == []  # type: ignore[attr-defined]
+    assert driver.execute_script(_OVERLAPS) == [13, []]  # type: ignore[attr-defined]
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "browser-upload.png"))  # type: ignore[attr-defined]
     readme_shot = REPO / "docs" / "screenshot.png"
@@ -143,7 +143,7 @@ def test_upload_a_photo_see_it_found_and_click_through(
     ids = driver.execute_script(shown)  # type: ignore[attr-defined]
     assert len(ids) == 12 and second not in ids
     assert driver.find_element(By.ID, "query-caption").text == second  # type: ignore[attr-defined]
-    assert driver.execute_script(_OVERLAPS) == []  # type: ignore[attr-defined]
+    assert driver.execute_script(_OVERLAPS) == [13, []]  # type: ignore[attr-defined]
     driver.save_screenshot(str(ARTIFACTS / "browser-similar.png"))  # type: ignore[attr-defined]
 
 
@@ -173,7 +173,8 @@ _SEARCHES = (
     ".filter(e => e.name.includes('/search?')).length"
 )
 
-# Pairs of map tiles (results and the query) whose boxes intersect, by index; [] when none do.
+# How many map tiles there are (results and the query), and the pairs of them whose boxes
+# intersect, by index: [13, []] for twelve results none of which covers another or the query.
 _OVERLAPS = """
 const boxes = [...document.querySelectorAll('#map g.hit rect.frame, #map g.query rect.frame')]
   .map(r => r.getBoundingClientRect());
@@ -183,7 +184,7 @@ for (let a = 0; a < boxes.length; a++) for (let b = a + 1; b < boxes.length; b++
   if (p.left < q.right - 0.5 && q.left < p.right - 0.5 && p.top < q.bottom - 0.5 &&
       q.top < p.bottom - 0.5) hits.push([a, b]);
 }
-return hits;
+return [boxes.length, hits];
 """
 
 
