@@ -655,8 +655,8 @@ def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     index.add_argument(
         "--prune",
         action="store_true",
-        help="forget files recorded under IMAGE_DIR that are gone, and remove their rows from "
-        "the feature set (unless another of its files holds the same image)",
+        help="forget files recorded under IMAGE_DIR that are gone, and remove from the feature "
+        "set the images no file in its folders holds any more",
     )
     _embedding_options(index)
     index.set_defaults(run=_index)

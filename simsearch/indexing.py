@@ -59,6 +59,8 @@ class IndexReport:
                 f"pruned {plural(self.pruned, 'file')} gone from the folder "
                 f"({plural(self.pruned_rows, 'row')} removed)"
             )
+        elif self.pruned_rows:
+            parts.append(f"pruned {plural(self.pruned_rows, 'row')} no file of the folder holds")
         elif self.gone:
             parts.append(f"{plural(self.gone, 'file')} gone from the folder (--prune forgets them)")
         if self.index_built:
@@ -199,17 +201,18 @@ def _forget_gone(
     prune: bool,
     report: IndexReport,
 ) -> None:
-    """Count the folder's recorded files that are gone; with ``prune`` forget them, and remove
-    from the feature set the images no file in its folders holds any more."""
+    """Count the files recorded under ``root`` that are gone; with ``prune`` forget them, and
+    remove from the feature set every image no file in its folders holds any more (gone, or
+    rewritten in place with other bytes)."""
     listed = set(present)
     gone = [path for path in images.recorded_files(conn, root) if path not in listed]
     report.gone = len(gone)
-    if not prune or not gone:
+    if not prune:
         return
-    held = images.forget_files(conn, root, gone)
-    orphans = images.without_files(conn, fs, held)
+    if gone:
+        images.forget_files(conn, root, gone)
     report.pruned = len(gone)
-    report.pruned_rows = images.delete_objects(conn, orphans, fs).embeddings
+    report.pruned_rows = images.delete_objects(conn, images.unheld(conn, fs), fs).embeddings
 
 
 def _probe_dimension(model: Model) -> int:

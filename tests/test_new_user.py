@@ -123,18 +123,21 @@ def test_index_prune_forgets_files_that_are_gone(
     assert cli("index", tmp_path / "other", "--feature-set", "fs").code == 0
     for gone in (files[0], twin, files[2]):
         gone.unlink()
+    rewritten = sha1_id(files[3])
+    files[3].write_bytes(gallery[11].read_bytes())  # the same name, other bytes
 
     kept = cli("index", folder, "--feature-set", "fs")  # without --prune: said, not done
     assert kept.code == 0 and "3 files gone from the folder (--prune forgets them)" in kept.out
     pruned = cli("index", folder, "--feature-set", "fs", "--prune")
     # files[0] goes; twin's image is still files[1]; files[2]'s is still in the other folder.
     assert pruned.code == 0, pruned.err
-    assert "pruned 3 files gone from the folder (1 row removed)" in pruned.out, pruned.out
+    assert "pruned 3 files gone from the folder (2 rows removed)" in pruned.out, pruned.out
     with connect.connect() as conn:
         fs = feature_sets.resolve(conn, "fs")
         ids = feature_sets.object_ids(conn, fs)
-    assert sha1_id(other) in ids and sha1_id(files[1]) in ids
-    assert len(ids) == 4  # files[1], files[2] (in the other folder too), files[3], other
+    assert sha1_id(other) in ids and sha1_id(files[1]) in ids and sha1_id(files[3]) in ids
+    assert rewritten not in ids  # its file holds other bytes now
+    assert len(ids) == 4  # files[1], files[2] (in the other folder too), files[3] anew, other
     assert cli("index", folder, "--feature-set", "fs", "--prune").out.count("gone") == 0
 
 

@@ -121,14 +121,15 @@ def forget_files(conn: Connection, root: str, paths: Sequence[str]) -> list[str]
     return ids
 
 
-def without_files(conn: Connection, fs: FeatureSet, object_ids: Sequence[str]) -> list[str]:
-    """Those of ``object_ids`` no folder of the feature set holds a file of any more."""
+def unheld(conn: Connection, fs: FeatureSet) -> list[str]:
+    """The feature set's object ids that no recorded file in its folders holds (files gone,
+    or rewritten in place with other bytes)."""
     rows = conn.execute(
-        """SELECT o FROM unnest(%s::text[]) AS o
-           WHERE NOT EXISTS (
+        """SELECT e.object_id FROM embeddings e
+           WHERE e.feature_set_id = %s AND NOT EXISTS (
              SELECT 1 FROM image_files f JOIN feature_sets s ON f.root = ANY(s.image_roots)
-             WHERE s.id = %s AND f.object_id = o)""",
-        [list(object_ids), fs.id],
+             WHERE s.id = e.feature_set_id AND f.object_id = e.object_id)""",
+        [fs.id],
     ).fetchall()
     return [row[0] for row in rows]
 
