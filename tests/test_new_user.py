@@ -80,6 +80,33 @@ def test_transparent_pngs_are_composited_onto_white(
     assert embedding_model(str(origin_model), alpha="white").preprocess.alpha == "white"
 
 
+def transparent(mode: str) -> Image.Image:
+    """8x8, the left half transparent (black beneath), the right half opaque grey (128)."""
+    grey = Image.new("L", (8, 8), 0)
+    grey.paste(128, (4, 0, 8, 8))
+    alpha = Image.new("L", (8, 8), 0)
+    alpha.paste(255, (4, 0, 8, 8))
+    if mode == "P":  # a palette whose colour 0 is transparent, as GIFs and small PNGs have
+        image = grey.convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))
+        return image
+    image = grey.convert(mode.rstrip("A"))
+    image.putalpha(alpha)
+    return image
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_each_kind_of_transparency_is_composited(mode: str, tmp_path: Path) -> None:
+    from simsearch.preprocess import open_image
+
+    path = tmp_path / "sticker.png"
+    transparent(mode).save(path)
+    white = open_image(path, alpha="white")
+    dropped = open_image(path)  # the origin's convert("RGB")
+    assert white.getpixel((0, 0)) == (255, 255, 255) and white.getpixel((7, 7)) == (128,) * 3
+    assert dropped.getpixel((0, 0)) == (0, 0, 0) and dropped.getpixel((7, 7)) == (128,) * 3
+
+
 # --- 2 and 7. paths belong to folders; --prune ----------------------------------------------
 
 
