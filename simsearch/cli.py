@@ -20,7 +20,11 @@ _EPILOG = """environment:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # The subcommand's own usage, not the top level's: it lists the options that exist.
+        owner: argparse.ArgumentParser = getattr(args, "usage_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")  # exits 2
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -112,7 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"the recall knob, HNSW ef_search ({config.EF_SEARCH}): higher is slower and surer",
     )
-    query.add_argument("--json", action="store_true", help="print a JSON array")
+    query.add_argument(
+        "--json", action="store_true", help="print a JSON array (each result with its path)"
+    )
+    query.add_argument(
+        "--paths",
+        action="store_true",
+        help="print each result's file (absolute path) instead of its object id, where a file "
+        "is recorded (`simsearch index` records them)",
+    )
     query.add_argument(
         "--no-daemon",
         action="store_true",
@@ -174,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ef",
         type=_positive,
         nargs="+",
+        action="extend",  # --ef 10 --ef 40 compares both, as --ef 10 40 does
         default=None,
         metavar="N",
         help="ef_search settings to compare (default: the query default)",
@@ -204,7 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     db_stop = db_commands.add_parser("stop", help="stop the embedded PostgreSQL server")
     db_stop.set_defaults(run=_db_stop)
     db.set_defaults(run=lambda args: _print_help(db))
+    _own_usage(parser)
     return parser
+
+
+def _own_usage(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand's parser be found from the parsed arguments (for its usage)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(usage_parser=sub)
+                _own_usage(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -269,13 +292,24 @@ def _query(args: argparse.Namespace) -> int:
 
         answer = client.query(options, args.images[0])
         if answer is not None:
-            _print_matches(answer, args.json)
+            _print_matches(answer, args, {r.object_id: r.path for r in answer})
             return 0
     from .search import query
 
     (matches,) = query(args.images, options)
-    _print_matches(matches, args.json)
+    _print_matches(matches, args, _paths(args, matches))
     return 0
+
+
+def _paths(args: argparse.Namespace, matches) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+    """The results' files, when the output shows them (--paths, --json)."""
+    if not (args.paths or args.json) or not matches:
+        return {}
+    from .db import connect
+    from .search import file_paths
+
+    with connect.connect() as conn:
+        return file_paths(conn, [m.object_id for m in matches])
 
 
 def _query_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -399,9 +433,11 @@ def _stop(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from .reference import scan
 
-    _print_matches(
-        scan(args.feature_dir, args.image, args.n, args.model, _overrides(args)), args.json
-    )
+    matches = scan(args.feature_dir, args.image, args.n, args.model, _overrides(args))
+    if args.json:  # no database here: no files known
+        print(json.dumps([{"object_id": m.object_id, "distance": m.distance} for m in matches]))
+        return 0
+    _print_matches(matches, args, {})
     return 0
 
 
@@ -415,17 +451,17 @@ def _query_many(args: argparse.Namespace, options) -> int:  # type: ignore[no-un
     if not images and not args.ids:
         raise InputError(f"query: no image files under {', '.join(map(str, args.images))}")
     results = query_many(images, args.ids, options)
+    paths = _paths(args, [m for _, matches in results for m in matches])
     if len(results) == 1 and len(args.images) <= 1 and not any(p.is_dir() for p in args.images):
-        _print_matches(results[0][1], args.json)  # one query: the single-image format
+        _print_matches(results[0][1], args, paths)  # one query: the single-image format
         return 0
     for number, (label, matches) in enumerate(results):
         if args.json:
-            rows = [{"object_id": m.object_id, "distance": m.distance} for m in matches]
             key = "id" if number < len(args.ids) else "image"
-            print(json.dumps({key: label, "results": rows}))
+            print(json.dumps({key: label, "results": _json_rows(matches, paths)}))
             continue
         print(f"{chr(10) if number else ''}# {label}")
-        _print_matches(matches, False)
+        _print_matches(matches, args, paths, as_json=False)
     return 0
 
 
@@ -475,38 +511,76 @@ def _meta_import(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     from .db import connect, feature_sets, images
+    from .progress import plural
 
+    for given in args.object_ids:
+        _refuse_a_path(given)
     with connect.connect() as conn:
         fs = None
         if args.feature_set is not None:
             fs = feature_sets.resolve(conn, args.feature_set)
         report = images.delete_objects(conn, args.object_ids, fs)
     where = f"feature set {fs.name!r}" if fs else "every feature set"
-    line = f"deleted {report.embeddings:,} rows from {where}"
+    if report.missing and not report.embeddings and not report.images:
+        missing = ", ".join(repr(i) for i in report.missing)
+        raise InputError(f"no image with object id {missing}; nothing deleted")
+    line = f"deleted {plural(report.embeddings, 'row')} from {where}"
     if fs is None:
-        line += f" and {report.images:,} images"
+        line += f" and {plural(report.images, 'image')}"
     print(line)
     for object_id in report.missing:
         print(f"warning: no image with object id {object_id!r}", file=sys.stderr)
     return 0
 
 
+def _refuse_a_path(given: str) -> None:
+    """An image file named where an object id belongs: say which id it has."""
+    path = Path(given)
+    if not path.is_file():
+        return
+    from .gallery import object_id
+
+    stored = object_id(path.name, path.read_bytes())
+    if stored != given:
+        raise InputError(
+            f"{given} is a path: the image's object id is {stored} "
+            f"(simsearch delete {stored}); expected object ids"
+        )
+
+
 def _drop(args: argparse.Namespace) -> int:
-    from .db import connect, feature_sets
+    from .db import connect, feature_sets, images
+    from .progress import plural
 
     with connect.connect() as conn:
         fs = feature_sets.resolve(conn, args.feature_set)
-        rows = feature_sets.drop(conn, fs)
-    print(f"dropped feature set {fs.name!r} ({rows:,} rows, its ledger and index)")
+        with conn.transaction():
+            rows = feature_sets.drop(conn, fs)
+            # Its folders' files, unless another feature set records the folder too.
+            images.forget_unrecorded_roots(conn)
+    print(f"dropped feature set {fs.name!r} ({plural(rows, 'row')}, its ledger and index)")
     return 0
 
 
-def _print_matches(matches, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    if as_json:
-        print(json.dumps([{"object_id": m.object_id, "distance": m.distance} for m in matches]))
+def _print_matches(  # type: ignore[no-untyped-def]
+    matches, args: argparse.Namespace, paths: dict[str, str | None], as_json: bool | None = None
+) -> None:
+    """The origin's OBJECT_ID DISTANCE lines (with --paths the file in place of the id, where
+    one is recorded), or a JSON array whose rows always carry ``path``."""
+    if args.json if as_json is None else as_json:
+        print(json.dumps(_json_rows(matches, paths)))
         return
+    show_paths = getattr(args, "paths", False)
     for match in matches:
-        print(f"{match.object_id} {match.distance}")
+        label = (paths.get(match.object_id) if show_paths else None) or match.object_id
+        print(f"{label} {match.distance}")
+
+
+def _json_rows(matches, paths: dict[str, str | None]) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    return [
+        {"object_id": m.object_id, "distance": m.distance, "path": paths.get(m.object_id)}
+        for m in matches
+    ]
 
 
 def _index_build(args: argparse.Namespace) -> int:
@@ -578,6 +652,12 @@ def _add_embedding_commands(commands) -> None:  # type: ignore[no-untyped-def]
     index.add_argument(
         "--no-index", action="store_true", help="do not build the ANN index after loading"
     )
+    index.add_argument(
+        "--prune",
+        action="store_true",
+        help="forget files recorded under IMAGE_DIR that are gone, and remove from the feature "
+        "set the images no file in its folders holds any more",
+    )
     _embedding_options(index)
     index.set_defaults(run=_index)
 
@@ -614,6 +694,14 @@ def _embedding_options(parser: argparse.ArgumentParser) -> None:
         help="JPEG decoding: draft (reduced-scale, fast; default for the built-in model) or "
         "full (every pixel, as the origin; default for your own models)",
     )
+    parser.add_argument(
+        "--alpha",
+        choices=["white", "drop"],
+        default=None,
+        help="transparent images: white (composited onto white as a viewer shows them; default "
+        "for the built-in model) or drop (the alpha channel discarded, as the origin's "
+        'convert("RGB"); default for your own models)',
+    )
     _model_options(parser, "ONNX model (default: the built-in EfficientNet-Lite0)")
 
 
@@ -627,6 +715,7 @@ def _embed(args: argparse.Namespace) -> int:
         model=args.model or _env_model(),
         overrides=_overrides(args),
         decode=args.decode,
+        alpha=args.alpha,
         shard_size=args.shard_size,
         batch=args.batch,
         id_mode=args.id_mode,
@@ -646,10 +735,12 @@ def _index(args: argparse.Namespace) -> int:
         model=args.model or _env_model(),
         overrides=_overrides(args),
         decode=args.decode,
+        alpha=args.alpha,
         batch=args.batch,
         id_mode=args.id_mode,
         progress=Progress(),
         build_index=not args.no_index,
+        prune=args.prune,
     )
     print(report.summary())
     return 0
@@ -669,6 +760,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _db_status(args: argparse.Namespace) -> int:
     from .db import connect, feature_sets
+    from .progress import plural
 
     print(f"database: {connect.describe()}")
     with connect.connect() as conn:
@@ -687,8 +779,8 @@ def _db_status(args: argparse.Namespace) -> int:
         else:
             index = "none (exact scan)"
         print(
-            f"feature set {fs.name}: {st.rows:,} rows, dimension {fs.dimension}, "
-            f"{st.shards} shards, model {fs.model or '(none recorded)'}, index {index}"
+            f"feature set {fs.name}: {plural(st.rows, 'row')}, dimension {fs.dimension}, "
+            f"{plural(st.shards, 'shard')}, model {fs.model or '(none recorded)'}, index {index}"
         )
     return 0
 

@@ -22,7 +22,8 @@ from .gallery import ImageRecord, list_images
 from .manifest import Manifest, manifest_model, read_manifest, write_manifest
 from .model import Model, Overrides
 from .pipeline import embed_folder, embedding_model
-from .progress import Progress, rate
+from .preprocess import Preprocess
+from .progress import Progress, plural, rate
 from .shards import FEATURES_SUFFIX, IDS_SUFFIX, list_shards
 
 
@@ -38,18 +39,18 @@ class EmbedReport:
     def summary(self) -> str:
         if self.images:
             parts = [
-                f"embedded {self.images:,} images into {len(self.shards_written)} new "
-                f"shard{'s' if len(self.shards_written) != 1 else ''} in {self.seconds:.1f} s "
+                f"embedded {plural(self.images, 'image')} into "
+                f"{plural(len(self.shards_written), 'new shard')} in {self.seconds:.1f} s "
                 f"({rate(self.images, self.seconds)} images/s)"
             ]
         else:
             parts = ["nothing new to embed"]
         if self.shards_kept:
-            parts.append(f"kept {self.shards_kept} finished shard(s)")
+            parts.append(f"kept {plural(self.shards_kept, 'finished shard')}")
         if self.duplicates:
-            parts.append(f"skipped {self.duplicates} duplicate file(s)")
+            parts.append(f"skipped {plural(self.duplicates, 'duplicate file')}")
         if self.unreadable:
-            parts.append(f"skipped {len(self.unreadable)} unreadable file(s)")
+            parts.append(f"skipped {plural(len(self.unreadable), 'unreadable file')}")
         return "; ".join(parts)
 
 
@@ -59,6 +60,7 @@ def embed(
     model: str | None = None,
     overrides: Overrides | None = None,
     decode: str | None = None,
+    alpha: str | None = None,
     shard_size: int = config.SHARD_SIZE,
     batch: int = config.BATCH,
     id_mode: str = "sha1",
@@ -71,7 +73,7 @@ def embed(
         raise InputError(f"{out_dir}: expected a directory for the shards, found a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
-    chosen = _choose_model(out_dir, manifest, model, overrides, decode)
+    chosen = _choose_model(out_dir, manifest, model, overrides, decode, alpha)
     if manifest is None:
         _refuse_foreign_shards(out_dir)
         manifest = Manifest(
@@ -121,15 +123,17 @@ def _choose_model(
     model: str | None,
     overrides: Overrides | None,
     decode: str | None,
+    alpha: str | None = None,
 ) -> Model:
-    if manifest is None or (model is None and decode is None):
+    if manifest is None or (model is None and decode is None and alpha is None):
         return (
             manifest_model(manifest, out_dir)
             if manifest
-            else embedding_model(model, overrides, decode)
+            else embedding_model(model, overrides, decode, alpha=alpha)
         )
-    chosen = embedding_model(model or manifest.model, overrides, decode)
-    if chosen.sha256 != manifest.model_sha256 or chosen.preprocess.to_dict() != manifest.preprocess:
+    chosen = embedding_model(model or manifest.model, overrides, decode, alpha=alpha)
+    recorded = Preprocess.from_dict(manifest.preprocess).to_dict()  # older ones lack new keys
+    if chosen.sha256 != manifest.model_sha256 or chosen.preprocess.to_dict() != recorded:
         raise InputError(
             f"{out_dir}: holds features made with {manifest.model} and other preprocessing; "
             "expected the same model and options to add to it (or use another OUT_DIR)"
@@ -157,6 +161,7 @@ def _embed_chunk(
             progress.note(f"skipped: {item.error}")
         elif item.record is None or item.record.object_id in seen:
             report.duplicates += 1
+            progress.note(f"duplicate: {item.path} (same bytes as an earlier file)")
         else:
             assert item.vector is not None
             seen.add(item.record.object_id)
@@ -198,6 +203,6 @@ def _refuse_foreign_shards(out_dir: Path) -> None:
     if any(out_dir.glob(f"*{IDS_SUFFIX}")) or any(out_dir.glob(f"*{FEATURES_SUFFIX}")):
         listing = list_shards(out_dir)
         raise InputError(
-            f"{out_dir}: already holds {len(listing.shards)} shard(s) that simsearch embed did not "
-            "write (no simsearch.json); expected an empty or new OUT_DIR"
+            f"{out_dir}: already holds {plural(len(listing.shards), 'shard')} that simsearch "
+            "embed did not write (no simsearch.json); expected an empty or new OUT_DIR"
         )

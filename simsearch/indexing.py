@@ -23,7 +23,7 @@ from .gallery import ImageRecord, list_images
 from .model import Model, Overrides
 from .pipeline import embed_folder, embedding_model
 from .preprocess import Preprocess
-from .progress import Progress, rate
+from .progress import Progress, plural, rate
 from .shards import Shard
 
 DEFAULT_CHUNK = 1000  # images per transaction: a crash loses at most this much work
@@ -34,26 +34,38 @@ class IndexReport:
     feature_set: str
     files: int = 0
     added: int = 0
-    known: int = 0  # already in the feature set
-    duplicates: int = 0
+    known: int = 0  # images already in the feature set (each counted once)
+    duplicates: list[str] = field(default_factory=list)  # "copy (same bytes as first)"
     unreadable: list[str] = field(default_factory=list)
+    gone: int = 0  # files recorded under the folder that are no longer there
+    pruned: int = 0  # of those, forgotten (--prune)
+    pruned_rows: int = 0  # rows removed from the feature set by --prune
     seconds: float = 0.0
     total_rows: int = 0
     index_built: bool = False
 
     def summary(self) -> str:
-        parts = [f"{self.feature_set}: added {self.added:,} of {self.files:,} images"]
+        parts = [f"{self.feature_set}: added {self.added:,} of {plural(self.files, 'image')}"]
         if self.added:
             parts[0] += f" in {self.seconds:.1f} s ({rate(self.added, self.seconds)} images/s)"
         if self.known:
             parts.append(f"{self.known:,} already indexed")
         if self.duplicates:
-            parts.append(f"skipped {self.duplicates} duplicate file(s)")
+            parts.append(f"skipped {plural(len(self.duplicates), 'duplicate file')}")
         if self.unreadable:
-            parts.append(f"skipped {len(self.unreadable)} unreadable file(s)")
+            parts.append(f"skipped {plural(len(self.unreadable), 'unreadable file')}")
+        if self.pruned:
+            parts.append(
+                f"pruned {plural(self.pruned, 'file')} gone from the folder "
+                f"({plural(self.pruned_rows, 'row')} removed)"
+            )
+        elif self.pruned_rows:
+            parts.append(f"pruned {plural(self.pruned_rows, 'row')} no file of the folder holds")
+        elif self.gone:
+            parts.append(f"{plural(self.gone, 'file')} gone from the folder (--prune forgets them)")
         if self.index_built:
             parts.append("built the HNSW index")
-        parts.append(f"{self.total_rows:,} images in all")
+        parts.append(f"{plural(self.total_rows, 'image')} in all")
         return "; ".join(parts)
 
 
@@ -63,12 +75,16 @@ def index(
     model: str | None = None,
     overrides: Overrides | None = None,
     decode: str | None = None,
+    alpha: str | None = None,
     batch: int = config.BATCH,
     chunk: int = DEFAULT_CHUNK,
     id_mode: str = "sha1",
     progress: Progress | None = None,
     build_index: bool = True,
+    prune: bool = False,
 ) -> IndexReport:
+    """Embed and store every image under ``image_dir`` not stored yet; with ``prune``, forget
+    the files recorded under it that are gone, and their rows when no other file holds them."""
     progress = progress or Progress(enabled=False)
     name = feature_set or image_dir.resolve().name
     report = IndexReport(feature_set=name)
@@ -77,7 +93,7 @@ def index(
 
     with connect.connect() as conn:
         fs = feature_sets.feature_set(conn, name)
-        chosen = _model_for(fs, model, overrides, decode)
+        chosen = _model_for(fs, model, overrides, decode, alpha)
         if fs is None:
             fs = feature_sets.create(
                 conn,
@@ -87,10 +103,12 @@ def index(
                 chosen.sha256,
                 chosen.preprocess.to_dict(),
             )
-        images.add_image_root(conn, fs, str(image_dir.resolve()))  # images.path is relative to it
+        root = str(image_dir.resolve())
+        images.add_image_root(conn, fs, root)  # images.path is relative to it
         stored = feature_sets.object_ids(conn, fs)
         started = time.perf_counter()  # the rate is of embedding and loading, not server start
-        seen: set[str] = set()
+        first: dict[str, str] = {}  # object id -> the first file of this run that held it
+        files: list[ImageRecord] = []  # every readable file: the folder's file rows
         records: list[ImageRecord] = []
         vectors: list[np.ndarray] = []
         items = embed_folder(
@@ -99,24 +117,28 @@ def index(
             chosen,
             batch=batch,
             id_mode=id_mode,
-            known=lambda oid: oid in stored or oid in seen,
+            known=lambda oid: oid in stored or oid in first,
         )
         for item in items:
-            if item.error is not None:
-                report.unreadable.append(item.error)
+            if item.error is not None or item.record is None:
+                report.unreadable.append(item.error or item.path)
                 progress.note(f"skipped: {item.error}")
-            elif item.skipped == "known" or (item.record and item.record.object_id in stored):
+                continue
+            record = item.record
+            files.append(ImageRecord(record.object_id, record.path, record.bytes))
+            if record.object_id in first:
+                report.duplicates.append(f"{record.path} (same bytes as {first[record.object_id]})")
+                progress.note(f"duplicate: {report.duplicates[-1]}")
+            elif item.skipped == "known" or record.object_id in stored:
                 report.known += 1
-            elif item.record is None or item.record.object_id in seen:
-                report.duplicates += 1
             else:
                 assert item.vector is not None
-                seen.add(item.record.object_id)
-                records.append(item.record)
+                records.append(record)
                 vectors.append(item.vector)
                 if len(records) >= chunk:
                     _load(conn, fs, records, vectors, report)
                     records, vectors = [], []
+            first.setdefault(record.object_id, str(record.path))
             added = report.added + len(records)
             progress.update(
                 f"{name}: {item.index + 1:,}/{report.files:,} files, {added:,} added, "
@@ -124,9 +146,12 @@ def index(
             )
         if records:
             _load(conn, fs, records, vectors, report)
+        with conn.transaction():
+            images.record_files(conn, root, files)
+            _forget_gone(conn, fs, root, paths, prune, report)
         progress.clear()
         report.seconds = time.perf_counter() - started
-        if report.added:
+        if report.added or report.pruned_rows:
             feature_sets.analyze(conn)
         report.total_rows = feature_sets.row_count(conn, fs)
         fs = feature_sets.feature_set(conn, name) or fs
@@ -136,21 +161,25 @@ def index(
 
 
 def _model_for(
-    fs: FeatureSet | None, model: str | None, overrides: Overrides | None, decode: str | None
+    fs: FeatureSet | None,
+    model: str | None,
+    overrides: Overrides | None,
+    decode: str | None,
+    alpha: str | None = None,
 ) -> Model:
     """A new feature set's model as asked; an existing one's as recorded, and nothing else."""
     if fs is None:
-        return embedding_model(model, overrides, decode)
+        return embedding_model(model, overrides, decode, alpha=alpha)
     if fs.model is None:
         raise FeatureSetError(
             f"feature set {fs.name!r} has no model recorded (it was ingested from shards); "
             "expected a feature set made by `simsearch index`, or a new --feature-set name"
         )
-    if model is None and decode is None:
+    if model is None and decode is None and alpha is None:
         recorded = embedding_model(fs.model, overrides)
         recorded = recorded.with_preprocess(Preprocess.from_dict(fs.preprocess))
     else:
-        recorded = embedding_model(model or fs.model, overrides, decode)
+        recorded = embedding_model(model or fs.model, overrides, decode, alpha=alpha)
         if recorded.preprocess.to_dict() != Preprocess.from_dict(fs.preprocess).to_dict():
             raise FeatureSetError(
                 f"feature set {fs.name!r} was made with other preprocessing; expected the same "
@@ -162,6 +191,28 @@ def _model_for(
             f"{recorded.path} has sha256 {recorded.sha256[:12]}… (use a new --feature-set name)"
         )
     return recorded
+
+
+def _forget_gone(
+    conn: Connection,
+    fs: FeatureSet,
+    root: str,
+    present: list[str],
+    prune: bool,
+    report: IndexReport,
+) -> None:
+    """Count the files recorded under ``root`` that are gone; with ``prune`` forget them, and
+    remove from the feature set every image no file in its folders holds any more (gone, or
+    rewritten in place with other bytes)."""
+    listed = set(present)
+    gone = [path for path in images.recorded_files(conn, root) if path not in listed]
+    report.gone = len(gone)
+    if not prune:
+        return
+    if gone:
+        images.forget_files(conn, root, gone)
+    report.pruned = len(gone)
+    report.pruned_rows = images.delete_objects(conn, images.unheld(conn, fs), fs).embeddings
 
 
 def _probe_dimension(model: Model) -> int:

@@ -17,7 +17,7 @@ from .db import connect, feature_sets, hnsw, ledger
 from .db.feature_sets import Connection, FeatureSet
 from .errors import ShardError, SimsearchError
 from .model import Model, Overrides, load_model
-from .progress import Progress, rate
+from .progress import Progress, plural, rate
 from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
 
 
@@ -36,20 +36,19 @@ class IngestReport:
     def summary(self) -> str:
         written = len(self.loaded) + len(self.replaced)
         parts = [
-            f"{self.feature_set}: loaded {written} shard{'s' if written != 1 else ''} "
-            f"({self.rows:,} rows) in {self.seconds:.1f} s ({rate(self.rows, self.seconds)} rows/s)"
+            f"{self.feature_set}: loaded {plural(written, 'shard')} "
+            f"({plural(self.rows, 'row')}) in {self.seconds:.1f} s "
+            f"({rate(self.rows, self.seconds)} rows/s)"
         ]
         if self.replaced:
             parts.append(f"replaced {len(self.replaced)}")
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)} already loaded")
         if self.problems:
-            parts.append(
-                f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} reported"
-            )
+            parts.append(f"{plural(len(self.problems), 'problem')} reported")
         if self.index_built:
             parts.append("built the HNSW index")
-        parts.append(f"{self.total_rows:,} rows in all")
+        parts.append(f"{plural(self.total_rows, 'row')} in all")
         return "; ".join(parts)
 
 
@@ -190,7 +189,7 @@ def _check_all(
         pending.append(files)
     if report.skipped:
         progress.note(
-            f"skipped {len(report.skipped)} shard(s) already loaded with the same contents"
+            f"skipped {plural(len(report.skipped), 'shard')} already loaded with the same contents"
         )
     return pending
 

@@ -21,7 +21,7 @@ from . import config
 from .errors import ImageError, InputError
 from .gallery import ImageRecord, object_id
 from .model import BUILTIN_PREFIX, Model, Overrides, load_model
-from .preprocess import decode_image, draft_size, image_to_array
+from .preprocess import ALPHA_MODES, decode_image, draft_size, image_to_array
 
 DECODE_MODES = ("draft", "full")
 # Threads onnxruntime runs a batch on while the pool decodes the next (None: its default, every
@@ -39,7 +39,7 @@ class Embedded:
     path: str  # relative path
     record: ImageRecord | None = None
     vector: np.ndarray | None = None
-    skipped: str | None = None  # "known": the id is stored already; None otherwise
+    skipped: str | None = None  # "known": the id is stored already (record, no vector)
     error: str | None = None  # why the file could not be read
 
 
@@ -54,21 +54,28 @@ def embedding_model(
     overrides: Overrides | None = None,
     decode: str | None = None,
     inference_threads: int | None = INFERENCE_THREADS,
+    alpha: str | None = None,
 ) -> Model:
     """The model to embed a folder with, and its preprocessing.
 
     ``decode`` is "draft" (JPEGs decoded at reduced scale, much faster), "full" (every pixel, as
     the origin did) or None: draft for the built-in model, full for the user's own models, whose
-    features may need to match ones made elsewhere with the origin's preprocessing.
+    features may need to match ones made elsewhere with the origin's preprocessing. ``alpha`` is
+    likewise "white" (transparent images composited onto white) or "drop" (the origin's
+    ``convert("RGB")``), or None: white for the built-in model, drop for the user's own.
     """
     model = load_model(ref, overrides)
+    builtin = model.ref.startswith(BUILTIN_PREFIX)
     if decode is None:
-        decode = "draft" if model.ref.startswith(BUILTIN_PREFIX) else "full"
+        decode = "draft" if builtin else "full"
     if decode not in DECODE_MODES:
         raise InputError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
-    draft = decode == "draft"
-    if model.preprocess.draft != draft:
-        model = model.with_preprocess(replace(model.preprocess, draft=draft))
+    alpha = alpha or ("white" if builtin else "drop")
+    if alpha not in ALPHA_MODES:
+        raise InputError(f"alpha must be one of {', '.join(ALPHA_MODES)}, not {alpha!r}")
+    chosen = replace(model.preprocess, draft=decode == "draft", alpha=alpha)
+    if model.preprocess != chosen:
+        model = model.with_preprocess(chosen)
     if inference_threads is not None:
         model = model.with_threads(inference_threads)
     return model
@@ -99,10 +106,12 @@ def embed_folder(
         except OSError as exc:
             return Embedded(index, relative, error=f"{full}: cannot be read ({exc.strerror})")
         oid = object_id(relative, data, id_mode)
-        if known(oid):
-            return Embedded(index, relative, skipped="known")
+        if known(oid):  # the record says which file it is; there is no vector
+            return Embedded(index, relative, ImageRecord(oid, relative, len(data)), skipped="known")
         try:
-            image, (width, height) = decode_image(full, spec.exif_transpose, draft, data)
+            image, (width, height) = decode_image(
+                full, spec.exif_transpose, draft, data, spec.alpha
+            )
             array = image_to_array(image, spec)
         except ImageError as exc:
             return Embedded(index, relative, error=str(exc))

@@ -7,6 +7,11 @@ with Pillow's default filter (bicubic), then ``float32 / 255`` in NHWC order.
 decoding (Pillow's ``Image.draft``), never below the model's input size: three to four times
 faster on camera photos, but the pixels differ slightly, so it is part of a feature set's recorded
 preprocessing and queries apply it exactly when the feature set was made with it.
+
+``alpha`` says what becomes of transparent pixels. "drop" is the origin's ``convert("RGB")``: the
+alpha channel is discarded, so whatever colour sits under a transparent pixel (often black, or
+leftovers of an editor) shows. "white" composites the image onto white first, as a viewer shows
+it; the built-in model's feature sets record it, and queries apply it likewise.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ _RESAMPLE = {
     "hamming": Image.Resampling.HAMMING,
 }
 LAYOUTS = ("NHWC", "NCHW")
+ALPHA_MODES = ("drop", "white")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Preprocess:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     exif_transpose: bool = True
     draft: bool = False  # JPEG DCT-domain downscaling while decoding; see the module docstring
+    alpha: str = "drop"  # transparent pixels: "drop" (the origin's) or "white"; see above
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +67,8 @@ class Preprocess:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {', '.join(_RESAMPLE)}")
+        if self.alpha not in ALPHA_MODES:
+            raise ValueError(f"alpha must be one of {', '.join(ALPHA_MODES)}, not {self.alpha!r}")
         if self.width < 1 or self.height < 1:
             raise ValueError(f"input size must be positive, not {self.width}x{self.height}")
 
@@ -90,13 +99,15 @@ def open_image(
     exif_transpose: bool = True,
     draft: tuple[int, int] | None = None,
     data: bytes | None = None,
+    alpha: str = "drop",
 ) -> Image.Image:
     """Open an image file as RGB, refusing what cannot or should not be decoded.
 
     ``draft`` is the smallest size (width, height, as displayed) a JPEG may be decoded at;
-    ``data`` is the file's bytes when the caller has read them (``path`` then only names it).
+    ``data`` is the file's bytes when the caller has read them (``path`` then only names it);
+    ``alpha`` what becomes of transparent pixels (see the module docstring).
     """
-    return decode_image(path, exif_transpose, draft, data)[0]
+    return decode_image(path, exif_transpose, draft, data, alpha)[0]
 
 
 def decode_image(
@@ -104,6 +115,7 @@ def decode_image(
     exif_transpose: bool = True,
     draft: tuple[int, int] | None = None,
     data: bytes | None = None,
+    alpha: str = "drop",
 ) -> tuple[Image.Image, tuple[int, int]]:
     """The image as RGB and its full size (width, height) as displayed, before any draft scaling."""
     try:
@@ -137,14 +149,17 @@ def decode_image(
                 image.draft("RGB", (draft[1], draft[0]) if rotated else draft)
             upright: Image.Image = ImageOps.exif_transpose(image) if exif_transpose else image
             size = (height, width) if rotated else (width, height)
-            return to_rgb(upright), size
+            return to_rgb(upright, alpha), size
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB as the origin made it (``convert("RGB")``), with 16-bit greys scaled, not clipped."""
+def to_rgb(image: Image.Image, alpha: str = "drop") -> Image.Image:
+    """RGB as the origin made it (``convert("RGB")``), with 16-bit greys scaled, not clipped;
+    with ``alpha="white"`` transparent images are first composited onto white."""
     image.load()
+    if alpha == "white" and has_alpha(image):
+        return on_white(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # convert("RGB") would clip 16-bit values at 255; scale them to 8 bits instead.
         values = np.asarray(image, dtype=np.float64)
@@ -155,6 +170,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether some pixels may be transparent: an alpha channel, or a transparent colour."""
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it on a white page: each pixel blended by its alpha."""
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
 
 
 def draft_size(spec: Preprocess) -> tuple[int, int] | None:
@@ -177,7 +205,12 @@ def image_to_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
 def load_batch(paths: Sequence[Path], spec: Preprocess) -> np.ndarray:
     """Several image files as one model input batch."""
     return np.stack(
-        [image_to_array(open_image(p, spec.exif_transpose, draft_size(spec)), spec) for p in paths]
+        [
+            image_to_array(
+                open_image(p, spec.exif_transpose, draft_size(spec), alpha=spec.alpha), spec
+            )
+            for p in paths
+        ]
     )
 
 

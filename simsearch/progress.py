@@ -44,3 +44,8 @@ class Progress:
 
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 shard``, ``2 shards``, ``1,000 rows``: a count with its noun in the right number."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"

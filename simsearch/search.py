@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from . import config
-from .db import connect, feature_sets, knn
+from .db import connect, feature_sets, images, knn
 from .db.feature_sets import Connection, FeatureSet
-from .errors import NotFound
-from .filters import parse_where
+from .errors import InputError, NotFound
+from .filters import COLUMNS, parse_where
 from .model import Model, Overrides, load_model
 from .options import QueryOptions
 from .preprocess import Preprocess
@@ -59,7 +59,8 @@ def search_vector(
     exclude: str | None = None,
 ) -> list[Match]:
     """The stored vectors nearest to ``vector`` under ``options``; ``exclude`` left out."""
-    return knn.knn(
+    where = parse_where(options.where)
+    matches = knn.knn(
         conn,
         fs,
         np.asarray(vector, np.float32),
@@ -67,9 +68,43 @@ def search_vector(
         exact=options.exact,
         ef_search=options.ef_search,
         candidates=options.candidates,
-        where=parse_where(options.where),
+        where=where,
         exclude=exclude,
     )
+    if where and len(matches) < options.n:
+        # Few or no matches: a mistyped key (colour for color) would explain it. Checked only
+        # now, so that filters that match pay nothing.
+        check_filter_keys(conn, where)
+    return matches
+
+
+def check_filter_keys(conn: Connection, where: dict[str, Any]) -> None:
+    """Refuse a filter key that is neither a column of images nor a key of any image's meta."""
+    unknown = [key for key in where if key not in COLUMNS]
+    if not unknown:
+        return
+    missing = [key for key in unknown if not images.has_meta_key(conn, key)]
+    if missing:
+        known = images.meta_keys(conn, 21)
+        keys = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") or "none yet"
+        raise InputError(
+            f"no image has the metadata key {missing[0]!r}; expected a column of images "
+            f"({', '.join(COLUMNS)}) or a metadata key ({keys})"
+        )
+
+
+def file_paths(conn: Connection, object_ids: Sequence[str]) -> dict[str, str | None]:
+    """Object id -> the absolute path of a file recorded for it (one that exists, if any)."""
+    recorded = images.files_of(conn, object_ids)
+    return {oid: _pick_file(recorded.get(oid, [])) for oid in object_ids}
+
+
+def _pick_file(files: list[tuple[str, str]]) -> str | None:
+    candidates = [str(Path(root) / path) if root else path for root, path in files]
+    for candidate in candidates:
+        if Path(candidate).is_file():
+            return candidate
+    return candidates[0] if candidates else None
 
 
 def search_id(

@@ -73,7 +73,10 @@ def choose(sets: Sequence[FeatureSet], name: str | None) -> FeatureSet:
         known = ", ".join(repr(fs.name) for fs in sets) or "none yet"
         raise FeatureSetError(f"no feature set named {name!r}; the database has {known}")
     if not sets:
-        raise FeatureSetError("the database has no feature sets yet; run `simsearch ingest` first")
+        raise FeatureSetError(
+            "the database has no feature sets yet; run `simsearch index PHOTO_DIR` (a folder of "
+            "photos) or `simsearch ingest FEATURE_DIR` (.npy shards) first"
+        )
     if len(sets) > 1:
         names = ", ".join(repr(fs.name) for fs in sets)
         raise FeatureSetError(f"several feature sets ({names}); choose one with --feature-set")

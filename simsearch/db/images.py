@@ -84,6 +84,119 @@ def image_roots(conn: Connection) -> list[str]:
     return [row[0] for row in rows]
 
 
+# --- files by folder (image_files, migration 0005) ------------------------------------------
+
+
+def record_files(conn: Connection, root: str, files: Sequence[ImageRecord]) -> None:
+    """Record that folder ``root`` holds these files (record.path relative to it), each under
+    its object id; a path that now holds other bytes is moved to its new object id."""
+    if not files:
+        return
+    conn.execute(
+        """INSERT INTO image_files AS f (root, path, object_id, bytes)
+           SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+           ON CONFLICT (root, path) DO UPDATE SET
+             object_id = EXCLUDED.object_id, bytes = EXCLUDED.bytes, indexed_at = now()
+           WHERE (f.object_id, f.bytes) IS DISTINCT FROM (EXCLUDED.object_id, EXCLUDED.bytes)""",
+        [root, [r.path for r in files], [r.object_id for r in files], [r.bytes for r in files]],
+    )
+
+
+def recorded_files(conn: Connection, root: str) -> dict[str, str]:
+    """Relative path -> object id of every file recorded under folder ``root``."""
+    rows = conn.execute(
+        "SELECT path, object_id FROM image_files WHERE root = %s", [root]
+    ).fetchall()
+    return {path: object_id for path, object_id in rows}
+
+
+def forget_files(conn: Connection, root: str, paths: Sequence[str]) -> list[str]:
+    """Forget files of folder ``root``; the object ids they held."""
+    rows = conn.execute(
+        "DELETE FROM image_files WHERE root = %s AND path = ANY(%s) RETURNING object_id",
+        [root, list(paths)],
+    ).fetchall()
+    ids = list(dict.fromkeys(row[0] for row in rows))
+    _repoint_paths(conn, ids)
+    return ids
+
+
+def unheld(conn: Connection, fs: FeatureSet) -> list[str]:
+    """The feature set's object ids that no recorded file in its folders holds (files gone,
+    or rewritten in place with other bytes)."""
+    rows = conn.execute(
+        """SELECT e.object_id FROM embeddings e
+           WHERE e.feature_set_id = %s AND NOT EXISTS (
+             SELECT 1 FROM image_files f JOIN feature_sets s ON f.root = ANY(s.image_roots)
+             WHERE s.id = e.feature_set_id AND f.object_id = e.object_id)""",
+        [fs.id],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def forget_unrecorded_roots(conn: Connection) -> int:
+    """Forget the files of folders no feature set records any more (after a drop): files gone."""
+    rows = conn.execute(
+        """DELETE FROM image_files f WHERE NOT EXISTS (
+             SELECT 1 FROM feature_sets s WHERE f.root = ANY(s.image_roots))
+           RETURNING object_id"""
+    ).fetchall()
+    _repoint_paths(conn, list(dict.fromkeys(row[0] for row in rows)))
+    return len(rows)
+
+
+def _repoint_paths(conn: Connection, object_ids: list[str]) -> None:
+    """images.path (one of an image's paths, kept for existing SQL) to a file still recorded,
+    where the one it held is no longer among them."""
+    if object_ids:
+        conn.execute(
+            """UPDATE images i SET path = f.path
+               FROM (SELECT DISTINCT ON (object_id) object_id, path FROM image_files
+                     WHERE object_id = ANY(%s) ORDER BY object_id, indexed_at DESC, root) AS f
+               WHERE i.object_id = f.object_id AND NOT EXISTS (
+                 SELECT 1 FROM image_files g
+                 WHERE g.object_id = i.object_id AND g.path = i.path)""",
+            [object_ids],
+        )
+
+
+def files_of(conn: Connection, object_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Object id -> its recorded files as (folder, relative path), newest first; an absolute
+    images.path (one ``meta import`` set) as ("", path)."""
+    if not object_ids:
+        return {}
+    rows = conn.execute(
+        """SELECT object_id, root, path FROM (
+             SELECT object_id, root, path, indexed_at FROM image_files WHERE object_id = ANY(%s)
+             UNION ALL
+             SELECT object_id, '', path, added_at FROM images
+             WHERE object_id = ANY(%s) AND path LIKE '/%%') AS t
+           ORDER BY object_id, indexed_at DESC, root""",
+        [list(object_ids), list(object_ids)],
+        prepare=True,
+    ).fetchall()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for object_id, root, path in rows:
+        found.setdefault(object_id, []).append((root, path))
+    return found
+
+
+def has_meta_key(conn: Connection, key: str) -> bool:
+    """Whether some image's metadata has ``key`` (a scan: asked only when a filter found
+    too little, to tell a mistyped key from a rare value)."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM images WHERE meta ? %s)", [key]).fetchone()
+    return bool(row and row[0])
+
+
+def meta_keys(conn: Connection, limit: int = 20) -> list[str]:
+    """The first ``limit`` keys images' metadata holds, sorted (for messages)."""
+    rows = conn.execute(
+        """SELECT DISTINCT k FROM images, jsonb_object_keys(meta) AS k ORDER BY k LIMIT %s""",
+        [limit],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 @dataclass
 class DeleteReport:
     embeddings: int = 0

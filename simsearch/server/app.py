@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,7 +30,7 @@ from ..db import connect
 from ..errors import SimsearchError, one_line
 from ..options import QueryOptions
 from ..results import Result
-from . import thumbnails
+from . import apidocs, thumbnails
 from .client import FINGERPRINT_HEADER
 from .engine import Engine
 
@@ -75,6 +75,9 @@ def create_app(
         version=__version__,
         description="Similar-image search on PostgreSQL + pgvector.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their files from a CDN: blank offline. /docs is ours.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.traffic = Traffic()
     app.add_middleware(UploadLimit, limit=max_upload, traffic=app.state.traffic)
@@ -175,13 +178,22 @@ def create_app(
         options = QueryOptions.from_json(body.get("options") or {})
         paths = [Path(str(p)) for p in body["images"]]
         results = await asyncio.to_thread(engine.cli_query, paths, options)
+        files = await asyncio.to_thread(engine.file_paths, [m for r in results for m in r])
         return JSONResponse(
             {
                 "matches": [
-                    [{"object_id": m.object_id, "distance": m.distance} for m in r] for r in results
+                    [
+                        {"object_id": m.object_id, "distance": m.distance, "path": files[m[0]]}
+                        for m in r
+                    ]
+                    for r in results
                 ]
             }
         )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(apidocs.page(app.openapi()))
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

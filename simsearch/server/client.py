@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import config
 from ..errors import ServerError, SimsearchError
 from ..options import QueryOptions
-from ..results import Match
+from ..results import Result
 from . import process
 
 TYPE_CHECKING = False  # typing costs an import that the thin client does not need
@@ -50,8 +50,9 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def query(options: QueryOptions, image: Path) -> list[Match] | None:
-    """The server's answer to one ``simsearch query``, or None to work in-process instead.
+def query(options: QueryOptions, image: Path) -> list[Result] | None:
+    """The server's answer to one ``simsearch query`` (each match with its file's absolute
+    path, or None), or None to work in-process instead.
 
     The image goes as an absolute path, which the server reads itself; so does a model file.
     """
@@ -84,7 +85,9 @@ def query(options: QueryOptions, image: Path) -> list[Match] | None:
             continue
         if status == 200:
             (matches,) = answer["matches"]
-            return [Match(m["object_id"], m["distance"]) for m in matches]
+            return [
+                Result(m["object_id"], m["distance"], m.get("path"), None, None) for m in matches
+            ]
         if status == 409 and not attempt and answer.get("auto"):
             # A server we started for other code or settings: replace it.
             process.stop(p)

@@ -60,7 +60,11 @@ class Engine:
         with connect.connect() as conn:  # the same checks and upgrade as any command
             sets = feature_sets.feature_sets(conn)
         self._pool = ConnectionPool(
-            connect.conninfo(),
+            # Asked anew for each new connection: after the embedded PostgreSQL restarts (on
+            # another port, perhaps) new connections reach it, and it is started if it is down.
+            connect.conninfo,
+            # A connection the restart broke is found out and replaced before a request uses it.
+            check=ConnectionPool.check_connection,
             min_size=1,
             max_size=self._pool_size,
             kwargs={"autocommit": True},
@@ -118,6 +122,11 @@ class Engine:
             described.append(Result(m.object_id, m.distance, *known))
         return described
 
+    def file_paths(self, matches: list[Match]) -> dict[str, str | None]:
+        """Each match's file, an absolute path (for `simsearch query`, which prints them)."""
+        with self.connection() as conn:
+            return search.file_paths(conn, [m.object_id for m in matches])
+
     # --- searching -----------------------------------------------------------------------
 
     def search_upload(
@@ -156,15 +165,26 @@ class Engine:
     # --- files ---------------------------------------------------------------------------
 
     def image_file(self, object_id: str) -> Path:
-        """The file the database records for ``object_id``; never a path from the request."""
+        """The file the database records for ``object_id``; never a path from the request.
+
+        First the files recorded by folder (``image_files``: the same image indexed from two
+        folders is found in either), then ``images.path`` under each known folder.
+        """
         with self.connection() as conn:
             row = images.image_records(conn, [object_id]).get(object_id)
+            files = images.files_of(conn, [object_id]).get(object_id, [])
             recorded = images.image_roots(conn)
         if row is None:
             raise NotFound(f"no image with object id {object_id!r}")
+        roots = [*self.image_roots, *(Path(r) for r in recorded)]
+        allowed = {str(root) for root in roots}
+        for root, path in files:
+            # Only under a folder still recorded (or --image-root): a dropped one is not served.
+            found = resolve(path, [Path(root)]) if root in allowed else None
+            if found is not None:
+                return found
         if row.path is None:
             raise NotFound(f"object id {object_id!r} has no image file recorded")
-        roots = [*self.image_roots, *(Path(r) for r in recorded)]
         found = resolve(row.path, roots)
         if found is None:
             raise NotFound(f"the image file of object id {object_id!r} is not on this machine")

@@ -59,7 +59,7 @@ def serve(
     """Run the server until SIGINT, SIGTERM or ``idle_timeout`` seconds without a request."""
     p = process.paths()
     final_socket = socket_path or p.socket
-    pid_file = _claim(p, final_socket)
+    pid_file = _claim(p, final_socket, auto, announce)
     sockets: list[socket.socket] = []
     staging = final_socket.with_name(f".{final_socket.name}.{os.getpid()}")
     try:
@@ -114,12 +114,32 @@ def serve(
         pid_file.release()
 
 
-def _claim(p: process.Paths, final_socket: Path) -> process.PidFile:
-    """The pid file, locked for this process, once the socket's place is known to be usable."""
+def _claim(
+    p: process.Paths, final_socket: Path, auto: bool, announce: Callable[[str], None]
+) -> process.PidFile:
+    """The pid file, locked for this process, once the socket's place is known to be usable.
+
+    A server that `simsearch query` started on demand (socket only, idle timeout) makes way for
+    a `simsearch serve` the user starts: it is stopped, and this one answers queries instead.
+    """
     if not process.socket_usable(final_socket):
         raise ServerError(f"{final_socket}: too long for a Unix socket path; use --socket")
     pid_file = process.PidFile(p)
-    pid_file.acquire({"socket": str(final_socket), "ready": False})
+    for attempt in range(3):  # a query may start another on-demand server in between
+        try:
+            pid_file.acquire({"socket": str(final_socket), "ready": False})
+            break
+        except ServerError:
+            other = process.running(p)
+            if auto or attempt == 2 or (other is not None and not other.get("auto")):
+                raise
+            if other is None:
+                continue  # it ended meanwhile
+            process.stop(p)
+            announce(
+                f"stopped the server `simsearch query` started on demand (pid {other.get('pid')}); "
+                "this one answers queries now"
+            )
     # We hold the pid file's lock, so a socket here is a dead server's: ours replaces it.
     if final_socket.is_symlink() or (
         final_socket.exists() and not stat.S_ISSOCK(final_socket.stat().st_mode)

@@ -27,7 +27,9 @@ def thumbnail(source: Path, cache_dir: Path, size: int = DEFAULT_SIZE) -> Path:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ImageError(f"expected a thumbnail size from {MIN_SIZE} to {MAX_SIZE}, found {size}")
     st = source.stat()
-    key = hashlib.sha256(f"{source}\0{st.st_mtime_ns}\0{st.st_size}\0{size}".encode()).hexdigest()
+    # "white": thumbnails made before transparent pixels were composited onto white are stale.
+    stamp = f"{source}\0{st.st_mtime_ns}\0{st.st_size}\0{size}\0white"
+    key = hashlib.sha256(stamp.encode()).hexdigest()
     target = cache_dir / str(size) / key[:2] / f"{key}.jpg"
     if target.exists():
         return target
@@ -47,7 +49,7 @@ def _shrunk(source: Path, size: int) -> Image.Image:
             # A JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly: far faster for photos.
             image.draft("RGB", (size, size))
             oriented = ImageOps.exif_transpose(image)
-            rgb = to_rgb(oriented)
+            rgb = to_rgb(oriented, alpha="white")  # as a browser shows it on the white page
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{source}: cannot make a thumbnail ({exc})") from None
     rgb.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -4,7 +4,18 @@
 
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const state = { busy: false };
+// last: what was searched last ({file} or {result}), searched again when a control changes;
+// again: a control changed while a search ran.
+const state = { busy: false, last: null, again: false };
+const REMEMBERED_SET = "simsearch.featureSet";
+
+function remembered() {
+  try { return localStorage.getItem(REMEMBERED_SET); } catch { return null; }
+}
+
+function remember(name) {
+  try { if (name) localStorage.setItem(REMEMBERED_SET, name); } catch { /* private mode */ }
+}
 
 function setStatus(text, isError = false) {
   const el = $("status");
@@ -37,29 +48,63 @@ async function loadFeatureSets() {
       option.textContent = `${fs.name} (${fs.rows.toLocaleString()})`;
       return option;
     }));
-    if (!sets.length) setStatus("The database has no feature sets yet: run `simsearch index IMAGE_DIR`.");
+    // The feature set used last on this browser, while it exists; else the first.
+    const last = remembered();
+    if (sets.some((fs) => fs.name === last)) select.value = last;
+    if (!sets.length) {
+      setStatus("The database has no feature sets yet: run `simsearch index PHOTO_DIR` " +
+                "(a folder of photos) or `simsearch ingest FEATURE_DIR` (.npy shards).");
+    }
   } catch (err) {
     setStatus(`Cannot reach the server: ${err}`, true);
   }
 }
 
 async function run(label, request) {
-  if (state.busy) return;
+  if (state.busy) {
+    state.again = true;  // searched again with the newest settings once this one is done
+    return;
+  }
   state.busy = true;
   setStatus(`Searching ${label} ...`);
   const started = performance.now();
   try {
     const response = await request();
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error || body.detail || response.statusText);
+    if (!response.ok) throw new Error(errorText(body, response));
     const ms = Math.round(performance.now() - started);
     render(body);
+    remember(body.feature_set);
     setStatus(`${body.results.length} results from ${body.feature_set} in ${ms} ms`);
   } catch (err) {
+    clearResults();  // results of an earlier search must not pass for this one's
     setStatus(err.message || String(err), true);
   } finally {
     state.busy = false;
   }
+  if (state.again) {
+    state.again = false;
+    searchAgain();
+  }
+}
+
+function errorText(body, response) {
+  if (Array.isArray(body.detail)) {  // FastAPI's validation errors: say which field and why
+    return body.detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ");
+  }
+  return body.error || body.detail || response.statusText;
+}
+
+function clearResults() {
+  $("results").replaceChildren();
+  $("results-title").hidden = true;
+  $("map").replaceChildren();
+}
+
+// A control changed: the same query again, with the new settings.
+function searchAgain() {
+  if (state.last && state.last.file) searchFile(state.last.file);
+  else if (state.last && state.last.result) searchSimilar(state.last.result);
 }
 
 function showQuery(src, caption) {
@@ -73,6 +118,7 @@ function showQuery(src, caption) {
 
 function searchFile(file) {
   if (!file) return;
+  state.last = { file };
   showQuery(URL.createObjectURL(file), file.name);
   const form = new FormData();
   form.append("image", file, file.name);
@@ -80,6 +126,7 @@ function searchFile(file) {
 }
 
 function searchSimilar(result) {
+  state.last = { result };
   showQuery(thumb(result.object_id, 512), result.path || result.object_id);
   run(result.object_id, () => fetch(`/similar/${encodeURIComponent(result.object_id)}?${params()}`));
 }
@@ -134,12 +181,17 @@ function el(name, attrs = {}, parent = null) {
   return node;
 }
 
-// Results on rings around the query: radius grows linearly with distance from the query's edge
-// (the axis and the rings give the scale), angle by rank so that near results spread out.
+// Results on rings around the query: a dot at each result's distance (radius grows linearly
+// with distance from the query's edge; the axis and the rings give the scale), angle by rank so
+// that near results spread out. Thumbnails sit as near their dots as they can without
+// covering each other, the query, or the axis; a leader line joins a moved thumbnail to its dot.
+const MAP = { cx: 320, cy: 210, R: 190, inner: 40, query: 64, width: 640, gap: 4 };
+
 function drawMap(results) {
   const svg = $("map");
   svg.replaceChildren();
-  const cx = 320, cy = 210, R = 190, inner = 40, size = 44;
+  const { cx, cy, R, inner } = MAP;
+  const size = tileSize(results.length);
   const maxDistance = Math.max(...results.map((r) => r.distance), 1e-9);
   const step = niceStep(maxDistance);
   const top = Math.ceil(maxDistance / step) * step;
@@ -161,26 +213,84 @@ function drawMap(results) {
   const spots = results.map((r, i) => {
     const angle = -Math.PI / 2 + i * golden;
     const radius = radiusOf(r.distance);
-    return { r, i, x: cx + radius * Math.cos(angle), y: cy + radius * Math.sin(angle) };
+    const x = cx + radius * Math.cos(angle), y = cy + radius * Math.sin(angle);
+    return { r, i, dotX: x, dotY: y, x, y };
   });
-  for (const s of spots) el("line", { class: "spoke", x1: cx, y1: cy, x2: s.x, y2: s.y }, svg);
-  // The query in the middle, drawn first so that a result at distance 0 sits on top of it.
-  if (state.querySrc) {
-    el("image", { href: state.querySrc, x: cx - 32, y: cy - 32, width: 64, height: 64,
-                  preserveAspectRatio: "xMidYMid meet" }, svg);
-    el("rect", { x: cx - 32, y: cy - 32, width: 64, height: 64, fill: "none",
-                 stroke: "#2f6fdd", "stroke-width": 2 }, svg);
+  layOut(spots, size);
+  for (const s of spots) {
+    el("line", { class: "spoke", x1: cx, y1: cy, x2: s.dotX, y2: s.dotY }, svg);
+    if (Math.hypot(s.x - s.dotX, s.y - s.dotY) > 1) {
+      el("line", { class: "leader", x1: s.dotX, y1: s.dotY, x2: s.x, y2: s.y }, svg);
+    }
+    el("circle", { class: "dot", cx: s.dotX, cy: s.dotY, r: 2.5 }, svg);
   }
-  for (const s of [...spots].reverse()) {  // nearest drawn last, on top
+  if (state.querySrc) {
+    const h = MAP.query / 2;
+    const q = el("g", { class: "query" }, svg);
+    el("rect", { x: cx - h, y: cy - h, width: MAP.query, height: MAP.query, fill: "#fff" }, q);
+    el("image", { href: state.querySrc, x: cx - h, y: cy - h, width: MAP.query,
+                  height: MAP.query, preserveAspectRatio: "xMidYMid meet" }, q);
+    el("rect", { class: "frame", x: cx - h, y: cy - h, width: MAP.query, height: MAP.query,
+                 fill: "none", stroke: "#2f6fdd", "stroke-width": 2 }, q);
+  }
+  for (const s of [...spots].reverse()) {  // nearest drawn last
     const g = el("g", { class: "hit", tabindex: 0, "data-object-id": s.r.object_id,
                         transform: `translate(${s.x - size / 2},${s.y - size / 2})` }, svg);
     el("title", {}, g).textContent = `${s.i + 1}. ${s.r.path || s.r.object_id}\ndistance ${s.r.distance.toFixed(4)}`;
-    el("rect", { x: -2, y: -2, width: size + 4, height: size + 4, rx: 3 }, g);
+    el("rect", { class: "frame", x: -2, y: -2, width: size + 4, height: size + 4, rx: 3 }, g);
     el("image", { href: thumb(s.r.object_id, 128), width: size, height: size,
                   preserveAspectRatio: "xMidYMid meet" }, g);
-    el("text", { class: "rank", x: 0, y: size + 12 }, g).textContent = String(s.i + 1);
+    // The rank as a badge inside the tile's corner: no other tile can cover it.
+    const badge = el("g", { class: "badge" }, g);
+    const label = String(s.i + 1);
+    el("rect", { x: -2, y: -2, width: 7 + 6 * label.length, height: 13, rx: 3 }, badge);
+    el("text", { class: "rank", x: 1.5, y: 8 }, badge).textContent = label;
     g.addEventListener("click", () => searchSimilar(s.r));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter") searchSimilar(s.r); });
+  }
+}
+
+function tileSize(count) {
+  // Room for every tile: about a third of the map's area, shared out, within 18..44 pixels.
+  const area = MAP.width * (MAP.cy + MAP.R) * 0.33;
+  return Math.max(18, Math.min(44, Math.floor(Math.sqrt(area / Math.max(count, 1))) - MAP.gap));
+}
+
+// Move tiles (centres s.x, s.y; squares of `size` plus a frame) apart until none overlaps
+// another or the query tile, keeping them inside the map above the axis. Each overlap is
+// undone along the axis where it is smaller, half by each tile; the query tile does not move.
+function layOut(spots, size) {
+  const half = size / 2 + 2 + MAP.gap / 2;  // frame and gap included
+  const qHalf = MAP.query / 2 + 1 + MAP.gap / 2;
+  const box = { left: half, right: MAP.width - half, top: half, bottom: MAP.cy + MAP.R + 8 - half };
+  const clamp = (s) => {
+    s.x = Math.min(box.right, Math.max(box.left, s.x));
+    s.y = Math.min(box.bottom, Math.max(box.top, s.y));
+  };
+  const apart = (dx, dy, needX, needY, fallback) => {
+    const ox = needX - Math.abs(dx), oy = needY - Math.abs(dy);
+    if (ox <= 0 || oy <= 0) return null;
+    if (ox < oy) return [ox * (Math.sign(dx) || fallback), 0];
+    return [0, oy * (Math.sign(dy) || fallback)];
+  };
+  for (let round = 0; round < 500; round++) {
+    let moved = false;
+    for (const s of spots) {
+      const push = apart(s.x - MAP.cx, s.y - MAP.cy, qHalf + half, qHalf + half, -1);
+      if (push) { s.x += push[0]; s.y += push[1]; clamp(s); moved = true; }
+    }
+    for (let a = 0; a < spots.length; a++) {
+      for (let b = a + 1; b < spots.length; b++) {
+        const s = spots[a], t = spots[b];
+        const push = apart(t.x - s.x, t.y - s.y, 2 * half, 2 * half, b % 2 ? 1 : -1);
+        if (!push) continue;
+        s.x -= push[0] / 2; s.y -= push[1] / 2;
+        t.x += push[0] / 2; t.y += push[1] / 2;
+        clamp(s); clamp(t);
+        moved = true;
+      }
+    }
+    if (!moved) return;
   }
 }
 
@@ -198,6 +308,13 @@ function wire() {
     searchFile(e.dataTransfer.files[0]);
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  // Every control searches again: the menu, the count, exact, and where (on Enter or leaving it).
+  for (const id of ["feature-set", "n", "exact", "where"]) {
+    $(id).addEventListener("change", () => {
+      if (id === "feature-set") remember($(id).value);
+      searchAgain();
+    });
+  }
   loadFeatureSets();
 }
 
