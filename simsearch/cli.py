@@ -775,6 +775,8 @@ def _db_status(args: argparse.Namespace) -> int:
         if fs.indexed and fs.index_params:
             p = fs.index_params
             index = f"hnsw m={p.get('m')} ef_construction={p.get('ef_construction')}"
+            if fs.reduced is not None:
+                index += f" on a PCA copy reduced to {fs.reduced} dimensions"
             index += f" ({(st.index_bytes or 0) / 2**20:.1f} MiB)"
         else:
             index = "none (exact scan)"

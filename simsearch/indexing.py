@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config
-from .db import connect, feature_sets, hnsw, images, ledger
+from .db import connect, feature_sets, hnsw, images, ledger, projections
 from .db.feature_sets import Connection, FeatureSet
 from .errors import FeatureSetError
 from .gallery import ImageRecord, list_images
@@ -237,5 +237,6 @@ def _load(
     shard = Shard(f"index-{sha256[:16]}", ids, features, sha256)
     with conn.transaction():  # metadata and vectors land together (load_shard nests inside)
         images.upsert_images(conn, records)
-        ledger.load_shard(conn, fs, shard, replace=False)
+        # Rows of a set indexed on its PCA copy get theirs now; others when it is fitted.
+        ledger.load_shard(conn, fs, shard, replace=False, projection=projections.load(conn, fs))
     report.added += len(records)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .db import connect, feature_sets, hnsw, ledger
+from . import config
+from .db import connect, feature_sets, hnsw, ledger, projections
 from .db.feature_sets import Connection, FeatureSet
 from .errors import ShardError, SimsearchError
 from .model import Model, Overrides, load_model
 from .progress import Progress, plural, rate
+from .projection import Projection, wanted
 from .shards import Shard, ShardFiles, list_shards, read_shard, shard_sha256
 
 
@@ -92,8 +94,9 @@ def ingest(
             progress.note("dropping the HNSW index for the load; it is rebuilt afterwards")
             hnsw.drop(conn, fs)
 
+        projection = _projection(conn, fs, pending, adding)
         try:
-            _load_all(conn, fs, pending, replace, progress, report)
+            _load_all(conn, fs, pending, replace, progress, report, projection)
         except SimsearchError:
             if rebuild is not None:  # leave the feature set indexed, as it was before the load
                 progress.note("a shard failed; rebuilding the HNSW index dropped for the load ...")
@@ -123,6 +126,7 @@ def _load_all(
     replace: bool,
     progress: Progress,
     report: IngestReport,
+    projection: Projection | None,
 ) -> None:
     # Read the next shard in a thread while the server stores this one: file reading and
     # hashing overlap the COPY. At most two shards are in memory at a time.
@@ -141,9 +145,29 @@ def _load_all(
                 f"{rate(report.rows, progress.elapsed)} rows/s",
                 force=True,
             )
-            outcome = ledger.load_shard(conn, fs, shard, replace)
+            outcome = ledger.load_shard(conn, fs, shard, replace, projection)
             _record(report, shard, outcome)
             del shard
+
+
+def _projection(
+    conn: Connection, fs: FeatureSet, pending: list[ShardFiles], adding: int
+) -> Projection | None:
+    """The feature set's PCA projection for the rows about to be stored: its own, or one fitted
+    now from the first shards when this load makes a high-dimensional set large enough for an
+    index, so that no row needs its reduced copy made afterwards (see simsearch/projection.py).
+    """
+    found = projections.load(conn, fs)
+    if found is not None or not pending or not wanted(fs.dimension):
+        return found
+    if feature_sets.row_count(conn, fs) + adding < hnsw.AUTO_INDEX_ROWS:
+        return None
+    sample: list[np.ndarray] = []
+    for files in pending:
+        sample.append(read_shard(files, fs.dimension).features)
+        if sum(len(block) for block in sample) >= config.PROJECTION_SAMPLE:
+            break
+    return projections.ensure(conn, fs, np.concatenate(sample)[: config.PROJECTION_SAMPLE])
 
 
 def _rows_in(files: ShardFiles) -> int:

@@ -31,6 +31,12 @@ class FeatureSet:
     def index_name(self) -> str:
         return f"embeddings_hnsw_{self.id}"
 
+    @property
+    def reduced(self) -> int | None:
+        """The dimension of the PCA copy the HNSW index is built on; None: the full vectors."""
+        value = (self.index_params or {}).get("reduced") if self.indexed else None
+        return None if value is None else int(value)
+
 
 @dataclass(frozen=True)
 class FeatureSetStatus:

@@ -1,7 +1,9 @@
 """A feature set's HNSW index: building and dropping it, sizing the build, and when to build.
 
-One partial index per feature set, on ``embedding::halfvec(D)``: half precision halves the
-index and its build, and candidates are re-ranked by exact float32 distance (``knn``).
+One partial index per feature set, on half-precision vectors: ``reduced::halfvec(256)``, the
+PCA copy (``simsearch/projection.py``), for feature sets of more dimensions, else
+``embedding::halfvec(D)``. Half precision and the PCA copy shrink the index and its build;
+candidates are always re-ranked by the exact float32 distance of the full vectors (``knn``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from psycopg import sql
 from .. import config
 from ..errors import FeatureSetError
 from ..progress import Progress
+from . import projections
 from .feature_sets import Connection, FeatureSet, row_count
 
 _INDEX_LOCK = 7_411_003  # pg_advisory_xact_lock(key, feature_set_id): one index build at a time
@@ -41,6 +44,9 @@ def build(
             f"{MAX_HALFVEC_DIMENSION} (queries stay exact)"
         )
     name = sql.Identifier(fs.index_name)
+    projection = projections.ensure(conn, fs)
+    if projection is not None:
+        projections.backfill(conn, fs, projection)  # rows loaded before it was fitted
     with conn.transaction():
         # Two builds at once would collide on the index's name in pg_class: one waits.
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INDEX_LOCK, fs.id])
@@ -51,7 +57,8 @@ def build(
             ).fetchone()
             if valid is not None and valid[0]:
                 return False
-        memory = build_memory_mb(row_count(conn, fs), fs.dimension, m)
+        indexed_dimension = projection.dimension if projection else fs.dimension
+        memory = build_memory_mb(row_count(conn, fs), indexed_dimension, m)
         conn.execute(
             sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(f"{memory}MB"))
         )
@@ -60,23 +67,27 @@ def build(
         conn.execute(
             sql.SQL(
                 """CREATE INDEX {name} ON embeddings
-                   USING hnsw ((embedding::halfvec({dim})) halfvec_l2_ops)
+                   USING hnsw (({column}::halfvec({dim})) halfvec_l2_ops)
                    WITH (m = {m}, ef_construction = {efc})
                    WHERE feature_set_id = {fs_id}"""
             ).format(
                 name=name,
-                dim=sql.Literal(fs.dimension),
+                column=sql.Identifier("reduced" if projection else "embedding"),
+                dim=sql.Literal(indexed_dimension),
                 m=sql.Literal(m),
                 efc=sql.Literal(ef_construction),
                 fs_id=sql.Literal(fs.id),
             )
         )
-        params = {
+        params: dict[str, object] = {
             "type": "hnsw",
             "opclass": "halfvec_l2_ops",
             "m": m,
             "ef_construction": ef_construction,
         }
+        if projection is not None:
+            params["reduced"] = projection.dimension
+            params["projection"] = projections.fitted_at(conn, fs)
         conn.execute(
             "UPDATE feature_sets SET index_params = %s WHERE id = %s", [json.dumps(params), fs.id]
         )

@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from pgvector import HalfVector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .. import config
 from ..errors import FeatureSetError
 from ..results import Match
+from . import projections
 from .feature_sets import Connection, FeatureSet
 
 
@@ -54,7 +56,12 @@ def knn(
     check_query(fs, query)
     ef = effective_ef_search(ef_search, n)
     with conn.transaction():
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
+        # hnsw.ef_search for the statements below; simsearch.ef_search for simsearch_knn.
+        conn.execute(
+            """SELECT set_config('hnsw.ef_search', %s, true),
+                      set_config('simsearch.ef_search', %s, true)""",
+            [str(ef), str(ef)],
+        )
         if where or exclude is not None:
             rows = conn.execute(
                 "SELECT object_id, distance FROM simsearch_knn(%s, %s, %s, %s, %s, %s)",
@@ -67,8 +74,9 @@ def knn(
             rows = conn.execute(statement(fs, exact=True), [query, n], prepare=True).fetchall()
         else:
             pool = max(min(candidates, ef), n)
+            walked = query if fs.reduced is None else _reduce(conn, fs, query)
             rows = conn.execute(
-                statement(fs, exact=False), [query, query, pool, n], prepare=True
+                statement(fs, exact=False), [query, walked, pool, n], prepare=True
             ).fetchall()
     return [Match(object_id, float(distance)) for object_id, distance in rows]
 
@@ -82,9 +90,10 @@ def effective_ef_search(ef_search: int, n: int) -> int:
 def statement(fs: FeatureSet, *, exact: bool) -> sql.Composed:
     """The kNN statement over one feature set's rows.
 
-    Exact: parameters (query, n). Indexed: (query, query, candidates, n). The HNSW index is
-    partial (one per feature set) on a halfvec expression: the predicate and the cast must
-    appear literally for the planner to match it.
+    Exact: parameters (query, n). Indexed: (query, the query as the index holds it,
+    candidates, n): the full query, or its PCA copy when the index is on ``reduced``. The HNSW
+    index is partial (one per feature set) on a halfvec expression: the predicate and the cast
+    must appear literally for the planner to match it.
     """
     if exact:
         return sql.SQL(
@@ -96,12 +105,20 @@ def statement(fs: FeatureSet, *, exact: bool) -> sql.Composed:
              SELECT object_id, embedding <-> %s AS distance FROM (
                SELECT object_id, embedding FROM embeddings
                WHERE feature_set_id = {fs_id}
-               ORDER BY embedding::halfvec({dim}) <-> %s::halfvec({dim})
+               ORDER BY {column}::halfvec({dim}) <-> %s::halfvec({dim})
                LIMIT %s
              ) AS candidates
            ) AS ranked
            ORDER BY distance, object_id LIMIT %s"""
-    ).format(fs_id=sql.Literal(fs.id), dim=sql.Literal(fs.dimension))
+    ).format(
+        fs_id=sql.Literal(fs.id),
+        column=sql.Identifier("embedding" if fs.reduced is None else "reduced"),
+        dim=sql.Literal(fs.dimension if fs.reduced is None else fs.reduced),
+    )
+
+
+def _reduce(conn: Connection, fs: FeatureSet, query: np.ndarray) -> HalfVector:
+    return HalfVector(projections.for_index(conn, fs).apply(query))
 
 
 def stored_vector(conn: Connection, fs: FeatureSet, object_id: str) -> np.ndarray | None:

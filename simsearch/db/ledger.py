@@ -7,7 +7,10 @@ back what was deleted.
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from ..errors import ShardError
+from ..projection import Projection
 from ..shards import Shard
 from . import pgcopy
 from .feature_sets import Connection, FeatureSet
@@ -23,8 +26,17 @@ def loaded_shards(conn: Connection, fs: FeatureSet) -> dict[str, str]:
     return dict(rows)
 
 
-def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) -> str:
-    """Store one shard and its ledger row in one transaction: 'loaded', 'replaced' or 'skipped'."""
+def load_shard(
+    conn: Connection,
+    fs: FeatureSet,
+    shard: Shard,
+    replace: bool,
+    projection: Projection | None = None,
+) -> str:
+    """Store one shard and its ledger row in one transaction: 'loaded', 'replaced' or 'skipped'.
+
+    With the feature set's ``projection``, each row's reduced copy is stored too.
+    """
     with conn.transaction():
         # Serialise loaders of one feature set, so two ingests of a directory never interleave.
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INGEST_LOCK, fs.id])
@@ -56,10 +68,13 @@ def load_shard(conn: Connection, fs: FeatureSet, shard: Shard, replace: bool) ->
             "INSERT INTO images (object_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
             [shard.object_ids],
         )
-        data = pgcopy.embedding_rows(fs.id, shard_id, shard.object_ids, shard.features)
+        reduced = None if projection is None else projection.apply(shard.features)
+        data = pgcopy.embedding_rows(fs.id, shard_id, shard.object_ids, shard.features, reduced)
+        columns = "feature_set_id, object_id, shard_id, embedding" + (
+            "" if reduced is None else ", reduced"
+        )
         with conn.cursor().copy(
-            "COPY embeddings (feature_set_id, object_id, shard_id, embedding)"
-            " FROM STDIN (FORMAT BINARY)"
+            sql.SQL("COPY embeddings ({}) FROM STDIN (FORMAT BINARY)").format(sql.SQL(columns))
         ) as copy:
             copy.write(data)
     return outcome
