@@ -28,7 +28,7 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 # Feature sets of more dimensions are indexed on a PCA copy of this many (simsearch/projection.py)
 REDUCED_DIMENSION = 256
-PROJECTION_SAMPLE = 20_000  # rows the PCA is fitted on
+PROJECTION_SAMPLE = 10_000  # rows the PCA is fitted on
 
 # --- embedding and loading ------------------------------------------------------------------
 BATCH = 32  # images per inference batch: bounds memory, keeps the model busy

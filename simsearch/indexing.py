@@ -237,6 +237,8 @@ def _load(
     shard = Shard(f"index-{sha256[:16]}", ids, features, sha256)
     with conn.transaction():  # metadata and vectors land together (load_shard nests inside)
         images.upsert_images(conn, records)
-        # Rows of a set indexed on its PCA copy get theirs now; others when it is fitted.
-        ledger.load_shard(conn, fs, shard, replace=False, projection=projections.load(conn, fs))
+        # Rows of a set with a PCA projection get their reduced copy now; others when it is fitted.
+        projection = projections.load(conn, fs)
+        reduced = None if projection is None else projection.apply(features)
+        ledger.load_shard(conn, fs, shard, replace=False, reduced=reduced)
     report.added += len(records)

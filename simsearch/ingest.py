@@ -128,26 +128,26 @@ def _load_all(
     report: IngestReport,
     projection: Projection | None,
 ) -> None:
-    # Read the next shard in a thread while the server stores this one: file reading and
-    # hashing overlap the COPY. At most two shards are in memory at a time.
+    # Read (and project) the next shard in a thread while the server stores this one: file
+    # reading, hashing and the PCA product overlap the COPY. At most two shards are in memory.
+    def prepare(files: ShardFiles) -> tuple[Shard, np.ndarray | None]:
+        shard = read_shard(files, fs.dimension)
+        return shard, None if projection is None else projection.apply(shard.features)
+
     with ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = reader.submit(read_shard, pending[0], fs.dimension) if pending else None
+        ahead = reader.submit(prepare, pending[0]) if pending else None
         for number, files in enumerate(pending, 1):
             assert ahead is not None
-            shard = ahead.result()
-            ahead = (
-                reader.submit(read_shard, pending[number], fs.dimension)
-                if number < len(pending)
-                else None
-            )
+            shard, reduced = ahead.result()
+            ahead = reader.submit(prepare, pending[number]) if number < len(pending) else None
             progress.update(
                 f"shard {number}/{len(pending)} ({files.name}): {report.rows:,} rows, "
                 f"{rate(report.rows, progress.elapsed)} rows/s",
                 force=True,
             )
-            outcome = ledger.load_shard(conn, fs, shard, replace, projection)
+            outcome = ledger.load_shard(conn, fs, shard, replace, reduced)
             _record(report, shard, outcome)
-            del shard
+            del shard, reduced
 
 
 def _projection(

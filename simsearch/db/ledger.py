@@ -7,10 +7,10 @@ back what was deleted.
 
 from __future__ import annotations
 
+import numpy as np
 from psycopg import sql
 
 from ..errors import ShardError
-from ..projection import Projection
 from ..shards import Shard
 from . import pgcopy
 from .feature_sets import Connection, FeatureSet
@@ -31,11 +31,12 @@ def load_shard(
     fs: FeatureSet,
     shard: Shard,
     replace: bool,
-    projection: Projection | None = None,
+    reduced: np.ndarray | None = None,
 ) -> str:
     """Store one shard and its ledger row in one transaction: 'loaded', 'replaced' or 'skipped'.
 
-    With the feature set's ``projection``, each row's reduced copy is stored too.
+    ``reduced``: the rows' PCA copies (``Projection.apply``), stored beside them when the
+    feature set has a projection.
     """
     with conn.transaction():
         # Serialise loaders of one feature set, so two ingests of a directory never interleave.
@@ -68,7 +69,6 @@ def load_shard(
             "INSERT INTO images (object_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
             [shard.object_ids],
         )
-        reduced = None if projection is None else projection.apply(shard.features)
         data = pgcopy.embedding_rows(fs.id, shard_id, shard.object_ids, shard.features, reduced)
         columns = "feature_set_id, object_id, shard_id, embedding" + (
             "" if reduced is None else ", reduced"
