@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates re-ranked exactly (default: as queries do)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="which sample (0)")
+    evaluate.add_argument(
+        "--held-out",
+        action="store_true",
+        help="leave each query's own row out of both answers: queries then stand for new "
+        "photos, as users' searches do, not for images the index holds",
+    )
     evaluate.add_argument("--json", action="store_true", help="print a JSON object")
     evaluate.set_defaults(run=_eval)
     _add_embedding_commands(commands)
@@ -613,6 +619,7 @@ def _eval(args: argparse.Namespace) -> int:
         ef_search=args.ef or [config.EF_SEARCH],
         candidates=args.candidates,
         seed=args.seed,
+        held_out=args.held_out,
     )
     if args.json:
         print(json.dumps(result.to_dict()))

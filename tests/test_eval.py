@@ -149,3 +149,16 @@ def test_a_failed_large_load_leaves_the_index_in_place(cli, empty_db, tmp_path):
     assert result.code == 1 and "already stored" in result.err
     report = json.loads(cli("eval", "--sample", "5", "--json").out)
     assert report["indexed"] is True and report["index_params"]["m"] == 8
+
+
+def test_held_out_queries_leave_their_own_row_out(cli, empty_db, clustered_dir):
+    assert cli("ingest", clustered_dir, "--feature-set", "c").code == 0
+    assert cli("index-build", "--feature-set", "c").code == 0
+    result = cli("eval", "--sample", "20", "--held-out", "--ef", "10", "--ef", "400", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["held_out"] is True
+    low, high = report["settings"]
+    assert low["recall"] <= high["recall"] and high["recall"] >= 0.9
+    table = cli("eval", "--sample", "5", "--held-out")
+    assert "left out of its own results (held out)" in table.out

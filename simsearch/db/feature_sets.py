@@ -134,14 +134,22 @@ def object_ids(conn: Connection, fs: FeatureSet) -> set[str]:
 
 def sample_vectors(conn: Connection, fs: FeatureSet, count: int, seed: int = 0) -> list[np.ndarray]:
     """Up to ``count`` stored vectors: the same ones for the same seed (ordered by id hash)."""
+    return sample_rows(conn, fs, count, seed)[1]
+
+
+def sample_rows(
+    conn: Connection, fs: FeatureSet, count: int, seed: int = 0
+) -> tuple[list[str], list[np.ndarray]]:
+    """Up to ``count`` stored rows' ids and vectors, the same ones for the same seed."""
     rows = conn.execute(
-        """SELECT embedding FROM embeddings WHERE feature_set_id = %s AND object_id IN (
+        """SELECT object_id, embedding FROM embeddings
+           WHERE feature_set_id = %s AND object_id IN (
                SELECT object_id FROM embeddings WHERE feature_set_id = %s
                ORDER BY md5(object_id || %s), object_id LIMIT %s)
            ORDER BY md5(object_id || %s), object_id""",
         [fs.id, fs.id, str(seed), count, str(seed)],
     ).fetchall()
-    return [np.asarray(row[0].to_numpy(), np.float32) for row in rows]
+    return [row[0] for row in rows], [np.asarray(row[1].to_numpy(), np.float32) for row in rows]
 
 
 def analyze(conn: Connection) -> None:
