@@ -29,6 +29,9 @@ HNSW_EF_CONSTRUCTION = 64
 # Feature sets of more dimensions are indexed on a PCA copy of this many (simsearch/projection.py)
 REDUCED_DIMENSION = 256
 PROJECTION_SAMPLE = 10_000  # rows the PCA is fitted on
+# The reduced index is used only where a held-out check on the sample keeps this recall@10
+# (projection.check); otherwise the full vectors are indexed.
+PROJECTION_MIN_RECALL = 0.99
 
 # --- embedding and loading ------------------------------------------------------------------
 BATCH = 32  # images per inference batch: bounds memory, keeps the model busy

@@ -157,9 +157,8 @@ def _projection(
     now from the first shards when this load makes a high-dimensional set large enough for an
     index, so that no row needs its reduced copy made afterwards (see simsearch/projection.py).
     """
-    found = projections.load(conn, fs)
-    if found is not None or not pending or not wanted(fs.dimension):
-        return found
+    if projections.decided(conn, fs) or not pending or not wanted(fs.dimension):
+        return projections.load(conn, fs)
     if feature_sets.row_count(conn, fs) + adding < hnsw.AUTO_INDEX_ROWS:
         return None
     sample: list[np.ndarray] = []

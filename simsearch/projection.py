@@ -38,6 +38,30 @@ def wanted(dimension: int) -> bool:
     return dimension > config.REDUCED_DIMENSION
 
 
+def check(projection: Projection, sample: np.ndarray, queries: int = 100, k: int = 10) -> float:
+    """The recall@k a reduced index could reach at best on this data: for ``queries`` rows of
+    ``sample`` held out, the share of their exact k nearest (among the other rows) found by
+    taking the config.CANDIDATES nearest in the reduced space and re-ranking them exactly.
+
+    Data whose neighbourhoods live in few directions (photo embeddings) scores 1.0; data spread
+    evenly over hundreds (bench/datagen.py's stress set) scores far less, and keeps the full
+    index.
+    """
+    rows = np.asarray(sample, np.float32)
+    held, pool = rows[:queries], rows[queries:]
+    if len(pool) < max(k, config.CANDIDATES):
+        return 1.0
+    reduced_pool = projection.apply(pool)
+    found = 0
+    for query in held:
+        exact = np.argsort(np.linalg.norm(pool - query, axis=1), kind="stable")[:k]
+        near = np.linalg.norm(reduced_pool - projection.apply(query), axis=1)
+        candidates = np.argpartition(near, config.CANDIDATES - 1)[: config.CANDIDATES]
+        reranked = candidates[np.argsort(np.linalg.norm(pool[candidates] - query, axis=1))[:k]]
+        found += len(set(exact.tolist()) & set(reranked.tolist()))
+    return found / (k * len(held))
+
+
 def fit(sample: np.ndarray, dimension: int = config.REDUCED_DIMENSION) -> Projection:
     """The top ``dimension`` principal directions of ``sample`` [N, D] (N rows of the set)."""
     rows = np.asarray(sample, np.float32)

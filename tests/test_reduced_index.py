@@ -184,3 +184,25 @@ def test_low_dimensional_sets_keep_the_full_index(empty_db: None, feature_dir: P
         hnsw.build(conn, fs)
         fs = feature_sets.resolve(conn, "narrow")
         assert fs.indexed and fs.reduced is None
+
+
+def test_data_spread_over_many_directions_keeps_the_full_index(
+    empty_db: None, tmp_path: Path, cli: Any
+) -> None:
+    """Isotropic vectors: no 256 directions keep their neighbourhoods, the check says so, and
+    the feature set is indexed on its full vectors (decided once, not refitted each build)."""
+    from simsearch.db import connect, feature_sets, projections
+
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    folder = write_shards(tmp_path / "spread", _ids(ROWS, "s"), vectors, sizes=[2000])
+    assert cli("ingest", folder, "--feature-set", "spread").code == 0
+    assert cli("index-build", "--feature-set", "spread").code == 0
+    with connect.connect() as conn:
+        fs = feature_sets.resolve(conn, "spread")
+        assert fs.indexed and fs.reduced is None
+        row = conn.execute(
+            "SELECT used, check_recall FROM projections WHERE feature_set_id = %s", [fs.id]
+        ).fetchone()
+        assert row is not None and row[0] is False and row[1] < 0.99
+        assert projections.load(conn, fs) is None and projections.decided(conn, fs)

@@ -36,7 +36,7 @@ CREATE FUNCTION simsearch_project(feature_set_id integer, query vector) RETURNS 
 LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
     SELECT (SELECT array_agg(-((query - p.mean) <#> u.c) ORDER BY u.i)
             FROM unnest(p.components) WITH ORDINALITY AS u(c, i))::halfvec
-    FROM projections p WHERE p.feature_set_id = simsearch_project.feature_set_id
+    FROM projections p WHERE p.feature_set_id = simsearch_project.feature_set_id AND p.used
 $fn$
 """
 
@@ -216,6 +216,10 @@ def upgrade() -> None:
             mean            vector NOT NULL,
             components      vector[] NOT NULL,  -- d rows of D, largest variance first
             fitted_rows     integer NOT NULL,
+            -- projection.check's recall@10 on held-out rows; below 0.99 the set keeps the
+            -- full index, and the projection is kept only as that decision.
+            check_recall    real NOT NULL,
+            used            boolean NOT NULL,
             fitted_at       timestamptz NOT NULL DEFAULT now()
         )
         """

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import config
 from ..errors import DatabaseError
-from ..projection import Projection, fit, wanted
+from ..projection import Projection, check, fit, wanted
 from . import pgcopy
 from .feature_sets import Connection, FeatureSet, sample_vectors
 
@@ -25,11 +25,19 @@ _cache: dict[tuple[str, int, str], Projection] = {}
 
 
 def load(conn: Connection, fs: FeatureSet) -> Projection | None:
-    """The feature set's projection, or None when it has none."""
+    """The feature set's projection, or None when it has none (or keeps the full index)."""
     row: Any = conn.execute(
-        "SELECT fitted_at::text FROM projections WHERE feature_set_id = %s", [fs.id], prepare=True
+        "SELECT fitted_at::text, used FROM projections WHERE feature_set_id = %s",
+        [fs.id],
+        prepare=True,
     ).fetchone()
-    return None if row is None else _cached(conn, fs, row[0])
+    return None if row is None or not row[1] else _cached(conn, fs, row[0])
+
+
+def decided(conn: Connection, fs: FeatureSet) -> bool:
+    """Whether the feature set has had a projection fitted and checked (used or not)."""
+    row = conn.execute("SELECT 1 FROM projections WHERE feature_set_id = %s", [fs.id]).fetchone()
+    return row is not None
 
 
 def for_index(conn: Connection, fs: FeatureSet) -> Projection:
@@ -61,30 +69,41 @@ def _cached(conn: Connection, fs: FeatureSet, fitted: str) -> Projection:
     return _cache[key]
 
 
-def save(conn: Connection, fs: FeatureSet, projection: Projection, rows: int) -> None:
+def save(
+    conn: Connection, fs: FeatureSet, projection: Projection, rows: int, recall: float
+) -> None:
     conn.execute(
-        """INSERT INTO projections (feature_set_id, mean, components, fitted_rows)
-           VALUES (%s, %s, %s, %s)
+        """INSERT INTO projections
+             (feature_set_id, mean, components, fitted_rows, check_recall, used)
+           VALUES (%s, %s, %s, %s, %s, %s)
            ON CONFLICT (feature_set_id) DO UPDATE SET mean = EXCLUDED.mean,
              components = EXCLUDED.components, fitted_rows = EXCLUDED.fitted_rows,
-             fitted_at = now()""",
-        [fs.id, projection.mean, list(projection.components), rows],
+             check_recall = EXCLUDED.check_recall, used = EXCLUDED.used, fitted_at = now()""",
+        [
+            fs.id,
+            projection.mean,
+            list(projection.components),
+            rows,
+            recall,
+            recall >= config.PROJECTION_MIN_RECALL,
+        ],
     )
 
 
 def ensure(conn: Connection, fs: FeatureSet, sample: np.ndarray | None = None) -> Projection | None:
-    """The feature set's projection, fitted now (from ``sample`` or stored rows) if it has none
-    and is high-dimensional with enough rows to fit one; None otherwise."""
-    if not wanted(fs.dimension):
-        return None
-    found = load(conn, fs)
-    if found is not None:
-        return found
+    """The feature set's projection, fitted and checked now (from ``sample`` or stored rows)
+    when it is high-dimensional, has enough rows, and was never decided; None when it keeps
+    the full index (too few rows so far, or a check that found the reduced copy loses recall)."""
+    if not wanted(fs.dimension) or decided(conn, fs):
+        return load(conn, fs)
     if sample is None:
         sample = np.asarray(sample_vectors(conn, fs, config.PROJECTION_SAMPLE), np.float32)
     if len(sample) < MIN_FIT_ROWS:
         return None
-    save(conn, fs, fit(sample), len(sample))
+    # Shuffled, so the rows held out by the check are not all of the first shard's photos.
+    sample = np.random.default_rng(0).permutation(sample)
+    projection = fit(sample)
+    save(conn, fs, projection, len(sample), check(projection, sample))
     return load(conn, fs)
 
 
