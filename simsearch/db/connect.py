@@ -21,8 +21,8 @@ from . import embedded
 from .feature_sets import Connection
 
 # The newest migration this code knows; tests hold it equal to Alembic's head.
-SCHEMA_REVISION = "0004"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
+SCHEMA_REVISION = "0006"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0006")
 _MIGRATION_LOCK = 7_411_001  # pg_advisory_lock key: one schema upgrade at a time
 
 

@@ -31,6 +31,7 @@ from .. import config, search
 from ..db import connect, feature_sets, images
 from ..db.feature_sets import Connection, FeatureSet
 from ..errors import FeatureSetError, ImageError, ImageTooLarge, InputError, NotFound
+from ..files import resolve
 from ..model import Model
 from ..options import QueryOptions
 from ..preprocess import load_batch
@@ -216,20 +217,6 @@ class Engine:
             vector: np.ndarray = chosen.run(batch)[0]
         clock.lap("embed")
         return vector
-
-
-def resolve(stored: str, roots: list[Path]) -> Path | None:
-    """A stored path as a file: absolute as it is, relative under the first root that has it."""
-    candidate = Path(stored)
-    if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
-    for root in roots:
-        # resolve() follows '..' and links; the file must still be inside the root.
-        base = root.resolve()
-        found = (base / candidate).resolve()
-        if found.is_relative_to(base) and found.is_file():
-            return found
-    return None
 
 
 class _Clock:
