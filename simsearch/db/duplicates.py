@@ -175,14 +175,19 @@ def save_search(
     radius: float,
     capped: Sequence[str],
 ) -> None:
-    """One batch's candidate pairs and its progress, together: both or neither."""
+    """One batch's candidate pairs and its progress, together: both or neither.
+
+    Two batches searched at once find a pair from both sides; rows go in key order, so that
+    the two inserts take their locks in one order and wait for each other instead of
+    deadlocking.
+    """
     ordered = [(a, b, d) if a < b else (b, a, d) for a, b, d in pairs if a != b]
     with conn.transaction():
         if ordered:
             conn.execute(
                 """INSERT INTO duplicate_pairs (feature_set_id, a, b, distance)
                    SELECT %s, a, b, max(d) FROM unnest(%s::text[], %s::text[], %s::float8[])
-                     AS t(a, b, d) GROUP BY a, b
+                     AS t(a, b, d) GROUP BY a, b ORDER BY a, b
                    ON CONFLICT (feature_set_id, a, b) DO NOTHING""",
                 [fs.id, [p[0] for p in ordered], [p[1] for p in ordered], [p[2] for p in ordered]],
             )
