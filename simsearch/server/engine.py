@@ -154,6 +154,17 @@ class Engine:
         with self._inference, self.connection() as conn:
             return search.query_on(conn, paths, options)
 
+    def duplicates(
+        self, feature_set: str | None, level: str | None, max_distance: float | None
+    ) -> Any:
+        """``simsearch duplicates`` on a pooled connection (incremental: after the first run
+        only new images are searched); a ``duplicates.finder.Report``."""
+        from ..duplicates import finder
+
+        fs = self.choose(feature_set)
+        with self.connection() as conn:
+            return finder.find_duplicates(fs.name, level, max_distance, conn=conn, workers=1)
+
     # --- files ---------------------------------------------------------------------------
 
     def image_file(self, object_id: str) -> Path:
