@@ -316,10 +316,16 @@ def test_bad_input_is_one_line_and_changes_nothing(
         before = _state(conn)
     cases = [
         (("--feature-set", "nope"), "no feature set named 'nope'; the database has 'bad'"),
-        (("--feature-set", "bad", "--max-distance", "-1"), "expected --max-distance to be a distance >= 0, found -1.0"),
-        (("--feature-set", "bad"), "feature set 'bad' has 12 images and no HNSW index; expected an index"),
+        (
+            ("--feature-set", "bad", "--max-distance", "-1"),
+            "expected --max-distance to be a distance >= 0, found -1.0",
+        ),
+        (
+            ("--feature-set", "bad"),
+            "feature set 'bad' has 12 images and no HNSW index; expected an index",
+        ),
         (("--undo", tmp_path / "missing.json"), "missing.json: no such manifest"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         result = cli("duplicates", *args)  # type: ignore[operator]
         assert result.code == 1, args
