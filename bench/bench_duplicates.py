@@ -4,12 +4,13 @@ the recall of the candidate search.
 Run:  python -m bench.bench_duplicates --rows 100000      # about 10 minutes on 2 cores
       python -m bench.bench_duplicates --rows 3000 --dimension 64 --no-doc   # the tests' size
 
-The data looks like a photo collection with copies: "photos" are sparse non-negative vectors
-like pooled CNN features, about 17 apart from one another (unrelated photos of the shipped model
-are 17-21 apart, docs/duplicates.md); 30% of them have one to four copies, each moved from its
-photo in a random direction by a distance drawn like the real edited copies of the calibration
-(median 2.5, most between 0.5 and 8). The truth (which pairs lie within the radius) is known
-from the generator, so the benchmark also measures the recall of the batched HNSW search.
+The data looks like a photo collection with copies: "photos" are drawn as bench/datagen.py
+draws them (clustered, low-rank, non-negative like pooled CNN features; a photo's nearest other
+photo is about 17 away, and unrelated photos of the shipped model are 17-21 apart); 30% of them
+have one to four copies, each moved from its photo in a random direction by a distance drawn
+like the real edited copies of the calibration (median 2.5, most between 0.5 and 8). The truth
+(which pairs lie within the radius) is known from the generator, so the benchmark also measures
+the recall of the batched HNSW search.
 
 Steps: write shards, ``simsearch ingest`` them (HNSW index built), then time ``simsearch
 duplicates --max-distance D --json`` as a child process (wall time and its own peak RSS), once
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import datagen
 from .measure import machine, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +52,12 @@ def generate(
         labels.extend([photo] * (1 + copies))
         photo += 1
     labels = labels[:rows]
-    shape = (photo, dimension)
-    # As bench/datagen.py: sparse-ish non-negative centres, ~17 apart at 1280 dimensions.
-    scale = np.sqrt(1280 / dimension)
-    centres = (rng.gamma(0.6, 0.5, shape) * (rng.random(shape) < 0.6) * scale).astype(np.float32)
-    vectors = centres[labels]
+    # Photos as bench/datagen.py draws them: clustered, low-rank, non-negative (i.i.d. random
+    # vectors would be a test of the curse of dimensionality, not of an index). Scaled so that
+    # a photo's nearest other photo is about 17 away at any dimension, as at 1280.
+    spec = datagen.Spec(photo, dimension, 10_000, clusters=max(photo // 100, 10), seed=seed)
+    photos = datagen.Generator(spec).draw(rng, photo) * np.float32(np.sqrt(1280 / dimension))
+    vectors = photos[labels]
     first = np.r_[True, np.diff(labels) != 0]  # the photo itself; the rest are its copies
     moved = np.flatnonzero(~first)
     direction = rng.standard_normal((len(moved), dimension)).astype(np.float32)
