@@ -19,7 +19,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 COPIED = (
-    "astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "clock", "brick",
+    "astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "immunohistochemistry",
+    "brick",
     "retina", "gravel", "page",
 )  # fmt: skip
 

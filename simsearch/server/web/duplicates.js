@@ -30,7 +30,7 @@
     return make("li", { className: keeper ? "member keeper" : "member", title: member.object_id }, [
       make("img", {
         src: `/thumbnails/${encodeURIComponent(member.object_id)}?size=160`,
-        alt: member.path || member.object_id, loading: "lazy",
+        alt: member.path || member.object_id,
       }),
       make("span", { className: "badge", textContent: keeper ? "keep" : `copy \u00b7 ${member.distance.toFixed(2)}` }),
       make("span", { className: "path", textContent: member.path || member.object_id }),
