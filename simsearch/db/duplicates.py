@@ -18,6 +18,8 @@ from psycopg import sql
 from ..errors import NotFound
 from .feature_sets import Connection, FeatureSet
 
+_GROUPS_LOCK = 7_411_004  # pg_advisory_xact_lock(key, feature_set_id): one writer of groups
+
 
 @dataclass(frozen=True)
 class FileFacts:
@@ -299,6 +301,8 @@ def save_groups(
     SQL function finds it by the same float.
     """
     with conn.transaction():
+        # Two runs finishing at once replace the groups one after the other.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_GROUPS_LOCK, fs.id])
         key_row = conn.execute(
             "SELECT CASE WHEN %s::float8 IS NULL THEN %s ELSE 'max:' || %s::float8::text END",
             [max_distance, level, max_distance],

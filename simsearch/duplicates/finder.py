@@ -227,31 +227,40 @@ def check_searchable(fs: FeatureSet, rows: int, to_search: int) -> None:
 
 
 def read_all_files(conn: Connection, fs: FeatureSet, report: Report, progress: Progress) -> None:
-    """Read the files not read before (or changed since), a page at a time."""
+    """Read the files not read before (or changed since), a page at a time, two at once
+    (hashing and decoding release the GIL for most of their time)."""
     roots = [Path(r) for r in images.image_roots(conn)]
     after = ""
-    while True:
-        page = duplicates.files_to_check(conn, fs, after, FILE_BATCH)
-        if not page:
-            break
-        after = page[-1][0]
-        facts = []
-        for object_id, path, old_path, old_bytes, old_mtime in page:
-            file = resolve(path, roots)
-            if file is None:
-                if old_path != path or old_bytes is not None:
-                    facts.append(filefacts.missing(object_id, path, "no such file"))
-                report.unreadable += 1
-                continue
-            if filefacts.unchanged(old_path, old_bytes, old_mtime, path, file.stat()):
-                continue
-            read = filefacts.read_facts(object_id, path, file)
-            report.unreadable += read.phash is None
-            facts.append(read)
-        duplicates.save_files(conn, facts)
-        report.files_read += len(facts)
-        progress.update(f"{fs.name}: read {report.files_read:,} files")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        while True:
+            page = duplicates.files_to_check(conn, fs, after, FILE_BATCH)
+            if not page:
+                break
+            after = page[-1][0]
+            checked = list(pool.map(lambda row: _check_file(row, roots), page))
+            report.unreadable += sum(unreadable for _, unreadable in checked)
+            facts = [f for f, _ in checked if f is not None]
+            duplicates.save_files(conn, facts)
+            report.files_read += len(facts)
+            progress.update(f"{fs.name}: read {report.files_read:,} files")
     progress.clear()
+
+
+def _check_file(
+    row: tuple[str, str, str | None, int | None, int | None], roots: list[Path]
+) -> tuple[duplicates.FileFacts | None, bool]:
+    """New facts for one image's file (None when the stored ones still hold), and whether the
+    picture cannot be read."""
+    object_id, path, old_path, old_bytes, old_mtime = row
+    file = resolve(path, roots)
+    if file is None:
+        if old_path == path and old_bytes is None:
+            return None, True  # known to be missing already
+        return filefacts.missing(object_id, path, "no such file"), True
+    if filefacts.unchanged(old_path, old_bytes, old_mtime, path, file.stat()):
+        return None, False
+    read = filefacts.read_facts(object_id, path, file)
+    return read, read.phash is None
 
 
 def search(
