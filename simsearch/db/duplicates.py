@@ -13,8 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import sql
-
 from ..errors import NotFound
 from .feature_sets import Connection, FeatureSet
 
@@ -148,10 +146,11 @@ def to_search(conn: Connection, fs: FeatureSet, radius: float, after: str, limit
         """SELECT e.object_id FROM embeddings e
            LEFT JOIN duplicate_searched s
              ON s.feature_set_id = e.feature_set_id AND s.object_id = e.object_id
+                AND s.object_id > %s  -- lets the merge join start at the page, not the top
            WHERE e.feature_set_id = %s AND e.object_id > %s
              AND (s.radius IS NULL OR s.radius < %s)
            ORDER BY e.object_id LIMIT %s""",
-        [fs.id, after, radius, limit],
+        [after, fs.id, after, radius, limit],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -313,24 +312,16 @@ def save_groups(
             "DELETE FROM duplicate_groups WHERE feature_set_id = %s AND level = %s", [fs.id, key]
         )
         if rows:
-            conn.execute(
-                sql.SQL(
-                    """INSERT INTO duplicate_groups (feature_set_id, level, group_no, object_id,
-                           group_level, diameter, distance, keep, reason)
-                       SELECT {fs_id}, %s, * FROM unnest(%s::int[], %s::text[], %s::text[],
-                           %s::float8[], %s::float8[], %s::bool[], %s::text[])"""
-                ).format(fs_id=sql.Literal(fs.id)),
-                [
-                    key,
-                    [r.group_no for r in rows],
-                    [r.object_id for r in rows],
-                    [r.group_level for r in rows],
-                    [r.diameter for r in rows],
-                    [r.distance for r in rows],
-                    [r.keep for r in rows],
-                    [r.reason for r in rows],
-                ],
-            )
+            # COPY: a large collection's last run has tens of thousands of members.
+            with conn.cursor().copy(
+                """COPY duplicate_groups (feature_set_id, level, group_no, object_id, group_level,
+                                          diameter, distance, keep, reason) FROM STDIN"""
+            ) as copy:
+                for r in rows:
+                    copy.write_row(
+                        (fs.id, key, r.group_no, r.object_id, r.group_level, r.diameter,
+                         r.distance, r.keep, r.reason)
+                    )  # fmt: skip
 
 
 def feature_set_roots(conn: Connection, fs: FeatureSet) -> list[str]:
