@@ -102,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true", help="print the figures only")
     parser.add_argument("--note", default="", help="a sentence on the conditions (load)")
+    parser.add_argument(
+        "--render", type=Path, metavar="LOG", help="only write the doc from an earlier run's output"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        text = args.render.read_text()
+        figures = json.loads(text[text.index("{\n") :])
+        figures["load"] = tuple(figures["load"])
+        _write_doc(args.doc, render(figures))
+        return 0
     home = (args.home or args.data / f"home-dup-{args.rows}").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIMSEARCH_")}
     env["SIMSEARCH_HOME"] = str(home)
@@ -192,8 +201,8 @@ def render(f: dict[str, object]) -> str:
         f"{f['radius']} --json` (the loose level's radius, the widest search) in a child "
         "process; its wall time and peak RSS.",
         "",
-        f"Machine: {f['machine']}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "at the end (1/5/15 min). " + str(f.get("note") or ""),
+        f"Machine: {_machine(f['machine'])}; load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} at the end (1/5/15 min). " + str(f.get("note") or ""),
         "",
         "| run | wall time | peak RSS | groups | members |",
         "|---|---:|---:|---:|---:|",
@@ -205,13 +214,46 @@ def render(f: dict[str, object]) -> str:
         f"MiB | {inc['groups']:,} | {inc['members']:,} |",
         "",
         f"- **{rows:,} images in {first['seconds']:.0f} s** ({rate:,.0f} images/s): the target "
-        "was at most 5 minutes.",
+        "is at most 5 minutes: " + ("met." if float(first["seconds"]) <= 300 else "**not met**."),
         f"- Candidate recall: the search stored {float(f['recall']):.4f} of the "  # type: ignore[arg-type]
         f"{f['true_pairs']:,} true pairs within the radius.",
         f"- Loading took {f['load_s']:.0f} s and the HNSW index build "
         f"{f['index_s']:.0f} s (not counted above).",
+        "",
+        "**What bounds it.** The first run is one HNSW scan per image (ef_search 64, 17 rows "
+        "re-ranked by exact distance), 200 images per statement on two connections: about "
+        "1.2 ms of one core per image at 100,000 x 1280, so the two cores are the limit, and "
+        "the figure moves with the other work on the machine. Everything else is small: "
+        "storing a batch's pairs and progress takes milliseconds, and grouping (reading "
+        "the pairs within the radius, complete linkage in Python, saving the groups with "
+        "COPY) is the whole of the second "
+        f"run: {again['seconds']:.0f} s including the process's start. A run after "
+        f"{f['new_rows']:,} new images searches only those.",
+        "",
+        "**Memory** is bounded by the batch while searching (200 images, their 17 "
+        "neighbours' ids and distances; vectors never leave the database) and by the "
+        "candidate pairs within the radius while grouping (tens of bytes each in Python, "
+        f"{f['true_pairs']:,} pairs here): it grows with the number of duplicates, not "
+        f"with n. Peak RSS {first['rss_mib']:.0f} MiB.",
+        "",
+        "**Extrapolated** (not measured): an HNSW scan costs about log n, so per image "
+        "1M costs roughly 1.2x and 10M 1.4x what 100,000 does. At this run's rate that is "
+        f"about {1.2 * 10 * float(first['seconds']) / 60:.0f} minutes for 1,000,000 images and "
+        f"{1.4 * 100 * float(first['seconds']) / 3600:.1f} hours for 10,000,000 on two "
+        "cores, linear in cores beyond (each batch is independent), and a later run costs "
+        "only its new images plus the grouping (linear in the pairs). Two caveats: the index "
+        "itself (the 1,000,000 x 1280 build took 19 minutes here, see above, and its "
+        "recall@10 on that generator was 0.64), and candidate recall, measured here at "
+        "100,000 only; near-duplicates lie far closer than ordinary neighbours, which helps "
+        "the graph walk, but at 1M+ it should be measured before it is trusted.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _machine(m: object) -> str:
+    if not isinstance(m, dict):
+        return str(m)
+    return f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('ram')} RAM, Python {m.get('python')}"
 
 
 def _write_doc(path: Path, section: str) -> None:
