@@ -356,3 +356,31 @@ def test_tiny_benchmark_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "b.md").read_text()
     assert "## Duplicates" in text and "1,500 images in" in text and "Candidate recall" in text
+
+
+def test_move_never_touches_files_outside_the_recorded_folders(
+    empty_db: None, tmp_path: Path, cli: object
+) -> None:
+    from simsearch.db import connect
+    from simsearch.demo import sample_photos
+    from simsearch.indexing import index
+
+    folder, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    photo = Image.fromarray(sample_photos()["chelsea"])
+    photo.save(folder / "chelsea.jpg", quality=95)
+    photo.save(folder / "chelsea-small.jpg", quality=60)
+    index(folder, feature_set="scope", id_mode="path")
+    # The copy's record now names a file outside every folder `simsearch index` read.
+    (folder / "chelsea-small.jpg").rename(outside / "chelsea-small.jpg")
+    with connect.connect() as conn:
+        conn.execute(
+            "UPDATE images SET path = %s WHERE object_id = 'chelsea-small.jpg'",
+            [str(outside / "chelsea-small.jpg")],
+        )
+    moved = cli("duplicates", "--feature-set", "scope", "--move-to", tmp_path / "moved")  # type: ignore[operator]
+    assert moved.code == 0, moved.err
+    assert "not under a folder the database records" in moved.err
+    assert "moved 0 file(s)" in moved.out
+    assert (outside / "chelsea-small.jpg").exists() and (folder / "chelsea.jpg").exists()
