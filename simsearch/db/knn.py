@@ -158,6 +158,9 @@ def neighbours_of(
         )
         # Exact: no index may answer. Indexed: the planner would rather sort a small feature
         # set than walk its graph per query; the graph is what scales, so it walks it always.
-        conn.execute(f"SET LOCAL {'enable_indexscan' if exact else 'enable_seqscan'} = off")
+        if exact:
+            conn.execute("SET LOCAL enable_indexscan = off")
+        else:
+            conn.execute("SET LOCAL enable_seqscan = off")
         rows = conn.execute(statement, [object_ids, k + 1]).fetchall()
     return [(q, n, float(d)) for q, n, d in rows]
