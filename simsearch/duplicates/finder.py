@@ -162,8 +162,8 @@ class Report:
         copies = sum(len(g.members) - 1 for g in self.groups)
         line = (
             f"{self.feature_set}: {len(self.groups):,} group(s), {copies:,} copies to remove "
-            f"({what}); {self.images:,} images, {self.searched:,} searched now, "
-            f"{self.files_read:,} files read in {self.seconds:.1f} s"
+            f"({what}); {self.images:,} images; this run searched {self.searched:,} and read "
+            f"{self.files_read:,} files in {self.seconds:.1f} s"
         )
         if self.unreadable:
             line += f"; {self.unreadable:,} file(s) unreadable, grouped by vectors alone"
