@@ -151,8 +151,11 @@ def create_app(
         per_page: int = Query(20, ge=1, le=MAX_DUPLICATE_GROUPS),
     ) -> dict[str, Any]:
         """Groups of duplicate photos, as `simsearch duplicates --json`, a page at a time:
-        each with its level, diameter, the copy to keep and why, and every member."""
-        report = engine.duplicates(feature_set, level, max_distance)
+        each with its level, diameter, the copy to keep and why, and every member.
+
+        Page 1 runs the (incremental) search and grouping; later pages page through the answer
+        page 1 gave, so that paging costs nothing."""
+        report = engine.duplicates(feature_set, level, max_distance, fresh=page == 1)
         groups = report.groups[(page - 1) * per_page : page * per_page]
         return {
             "feature_set": report.feature_set,

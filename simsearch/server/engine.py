@@ -51,6 +51,7 @@ class Engine:
         self._pool_size = pool_size
         self._pool: Any = None
         self._inference = threading.BoundedSemaphore(inference_slots or _default_slots())
+        self._duplicates: dict[tuple[str, str | None, float | None], Any] = {}  # last answers
 
     # --- life ----------------------------------------------------------------------------
 
@@ -155,15 +156,25 @@ class Engine:
             return search.query_on(conn, paths, options)
 
     def duplicates(
-        self, feature_set: str | None, level: str | None, max_distance: float | None
+        self,
+        feature_set: str | None,
+        level: str | None,
+        max_distance: float | None,
+        fresh: bool = True,
     ) -> Any:
         """``simsearch duplicates`` on a pooled connection (incremental: after the first run
-        only new images are searched); a ``duplicates.finder.Report``."""
+        only new images are searched); a ``duplicates.finder.Report``. ``fresh`` False reuses
+        the last answer for the same question, so that paging through it costs nothing."""
         from ..duplicates import finder
 
         fs = self.choose(feature_set)
+        key = (fs.name, level, max_distance)
+        if not fresh and key in self._duplicates:
+            return self._duplicates[key]
         with self.connection() as conn:
-            return finder.find_duplicates(fs.name, level, max_distance, conn=conn, workers=1)
+            report = finder.find_duplicates(fs.name, level, max_distance, conn=conn, workers=1)
+        self._duplicates[key] = report
+        return report
 
     # --- files ---------------------------------------------------------------------------
 
