@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,11 @@ def test_the_page_lists_groups_with_thumbnails_and_the_keeper(
     wait.until(lambda d: d.execute_script(loaded))
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "browser-duplicates.png"))
+    shot = ARTIFACTS.parent / "docs" / "duplicates-view.png"  # the README's picture of the view
+    if shot.parent.is_dir() and (
+        not shot.exists() or os.environ.get("SIMSEARCH_UPDATE_SCREENSHOT") == "1"
+    ):
+        shutil.copyfile(ARTIFACTS / "browser-duplicates.png", shot)
     assert browser.find_element(By.ID, "duplicates-prev").get_attribute("disabled")
     browser.find_element(By.ID, "duplicates-next").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "duplicates-page"), "page 2 of 2"))
