@@ -384,3 +384,24 @@ def test_move_never_touches_files_outside_the_recorded_folders(
     assert "not under a folder the database records" in moved.err
     assert "moved 0 file(s)" in moved.out
     assert (outside / "chelsea-small.jpg").exists() and (folder / "chelsea.jpg").exists()
+
+
+def test_without_files_the_levels_use_their_vectors_alone_thresholds(
+    empty_db: None, tmp_path: Path
+) -> None:
+    from simsearch.duplicates.finder import find_duplicates
+    from simsearch.duplicates.grouping import LEVELS
+
+    # Shards only: no files to hash. a-b look identical (1.0 <= 1.30); c is 2.84 from both
+    # (within strict's vectors-alone 3.05); d is 4.0 from c (within loose's 4.45) but 6.8 from
+    # a, so complete linkage leaves it out.
+    load_vectors(
+        tmp_path,
+        "bare",
+        {"a": [0, 0], "b": [1, 0], "c": [0.5, 2.8], "d": [0.5, 6.8], "z": [60, 60]},
+    )
+    assert LEVELS["strict"].vectors_only_distance == 3.05
+    assert groups_of(find_duplicates("bare", "exact")) == [["a", "b"]]
+    assert groups_of(find_duplicates("bare", "strict")) == [["a", "b", "c"]]
+    assert sorted(groups_of(find_duplicates("bare", "loose"))) == [["a", "b", "c"]]
+    assert groups_of(find_duplicates("bare", max_distance=5)) == [["a", "b", "c"]]
