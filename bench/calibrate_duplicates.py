@@ -994,6 +994,41 @@ it is one 64-bit integer per photo, storable in the images table and comparable 
 files. When the files cannot be read (vectors ingested without their images), the
 vectors-alone distances of the first table apply.
 
+## What the command does with the levels
+
+`simsearch duplicates` applies these rules to the candidate pairs that its batched HNSW search
+finds within the level's distance (8.75 for `strict`, 10.25 for `loose`):
+
+- **`exact` means the same file bytes** (equal sha256), whatever the vectors say; only for a
+  file that cannot be read does it fall back to the calibrated "looks identical" distance
+  (1.30). Files with the same bytes are duplicates at every level, and a group whose members
+  all have the same bytes is labelled `exact` in any run. (With the default object ids, the
+  SHA-1 of the file, `simsearch index` already stores identical files once; `exact` groups
+  appear with `--id path`, or across folders indexed separately.)
+- **`strict` and `loose`**: distance and perceptual hash as in the table above when both files
+  were read; the vectors-alone distance when either was not.
+- **Never**: a pair of hard links (one file, two names), a pair a person marked with
+  `--not-duplicate`, a file that `--move-to` moved away.
+
+**Measured on the test photos** (`tests/test_duplicates.py`): 17 of scikit-image's photos, 40
+edited copies of 8 of them (JPEG quality 40, half size, a 5% crop, brightness +25%, the same
+pixels as PNG), and the stereo motorcycle's right view beside its left view (a hard negative):
+59 files, 120 true pairs. Pair precision and recall of the groups the command reports:
+
+| level | pairs reported | precision | recall |
+|---|---:|---:|---:|
+| `exact` | 0 | 1.000 | 0.000 |
+| `strict` | 113 | 0.991 | 0.933 |
+| `loose` | 113 | 0.991 | 0.933 |
+
+`exact` reports nothing because no two files of this set have the same bytes (it is tested on
+identical files and hard links separately). `strict` and `loose` admit one wrong pair, the
+stereo motorcycle's two views (4 hash bits apart: a known hard negative, above), and miss 8
+pairs, all among the clock's copies (a small grey photo whose half-size and quality-40 copies
+move far from it and from each other).
+
+The test asserts precision >= 0.95 and recall >= 0.85 at the default level (`strict`).
+
 ## Other models: `--max-distance`
 
 The distances above belong to the shipped model and its preprocessing; another model's

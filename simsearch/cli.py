@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
     _add_embedding_commands(commands)
     _add_sql_surface_commands(commands)
+    _add_duplicates_command(commands)
 
     db = commands.add_parser("db", help="the database: status, url, upgrade, stop")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
@@ -566,6 +567,126 @@ def _drop(args: argparse.Namespace) -> int:
             images.forget_unrecorded_roots(conn)
     print(f"dropped feature set {fs.name!r} ({plural(rows, 'row')}, its ledger and index)")
     return 0
+
+
+def _add_duplicates_command(commands) -> None:  # type: ignore[no-untyped-def]
+    dup = commands.add_parser(
+        "duplicates",
+        help="groups of duplicate and near-duplicate photos, and the copy to keep in each",
+        description="Group the copies of one photo in a feature set: identical files (level "
+        "exact) and edited copies (strict, loose: calibrated for the default model, see "
+        "docs/duplicates.md; --max-distance D for other models). Every two members of a group "
+        "are within the level's threshold. Incremental: only images not searched before are "
+        "searched. Reports only, unless --move-to.",
+    )
+    dup.add_argument("--feature-set", metavar="NAME", help="needed when there are several")
+    dup.add_argument(
+        "--level",
+        choices=["exact", "strict", "loose"],
+        default=None,
+        help="exact: the same bytes; strict (default): precision about 0.99 on real photos; "
+        "loose: more copies found, precision about 0.95",
+    )
+    dup.add_argument(
+        "--max-distance",
+        type=float,
+        default=None,
+        metavar="D",
+        help="instead of a level: every two members within Euclidean distance D (other models)",
+    )
+    dup.add_argument(
+        "--max-group-size",
+        type=_positive,
+        default=50,
+        metavar="N",
+        help="the largest group reported (50)",
+    )
+    output = dup.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON object")
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per member")
+    act = dup.add_mutually_exclusive_group()
+    act.add_argument(
+        "--move-to",
+        type=Path,
+        metavar="DIR",
+        help="move every copy but the keeper into DIR, with a manifest for --undo",
+    )
+    act.add_argument(
+        "--undo", type=Path, metavar="MANIFEST", help="put back the files a --move-to moved"
+    )
+    act.add_argument(
+        "--not-duplicate",
+        nargs=2,
+        metavar=("ID1", "ID2"),
+        help="record that two images are not duplicates; later runs never group them",
+    )
+    dup.set_defaults(run=_duplicates)
+
+
+def _duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import finder, moving
+    from .progress import Progress
+
+    if args.not_duplicate:
+        first, second = args.not_duplicate
+        new = finder.not_duplicate(first, second)
+        print(f"recorded: {first} and {second} are not duplicates" + ("" if new else " (already)"))
+        return 0
+    if args.undo is not None:
+        print(moving.undo(args.undo).summary(undo=True))
+        return 0
+    report = finder.find_duplicates(
+        args.feature_set,
+        args.level,
+        args.max_distance,
+        max_group_size=args.max_group_size,
+        progress=Progress(),
+    )
+    if args.json:
+        print(json.dumps(report.to_json()))
+    elif args.csv:
+        _print_duplicates_csv(report)
+    else:
+        _print_duplicates(report)
+    summary = sys.stderr if args.json or args.csv else sys.stdout
+    print(("" if summary is sys.stderr else "\n") + report.summary(), file=summary)
+    if args.move_to is not None:
+        moved = moving.move_copies(report, args.move_to)
+        for line in moved.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+        print(moved.summary(), file=summary)
+    return 0
+
+
+def _print_duplicates(report) -> None:  # type: ignore[no-untyped-def]
+    for group in report.groups:
+        print(
+            f"{chr(10) if group.number > 1 else ''}group {group.number} ({group.level}, "
+            f"diameter {group.diameter:.2f}): keep {group.keep}: {group.reason}"
+        )
+        for m in group.members:
+            role = "keep" if m.object_id == group.keep else "copy"
+            size = f"{m.width}x{m.height}" if m.width and m.height else "?"
+            weight = f"{m.bytes:,} bytes" if m.bytes is not None else "? bytes"
+            print(f"  {role} {m.distance:6.2f}  {m.path or m.object_id}  {size}  {weight}")
+
+
+def _print_duplicates_csv(report) -> None:  # type: ignore[no-untyped-def]
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(
+        ["group", "level", "diameter", "keep", "reason", "object_id", "path", "distance",
+         "width", "height", "bytes"]
+    )  # fmt: skip
+    for g in report.groups:
+        for m in g.members:
+            keep = m.object_id == g.keep
+            writer.writerow(
+                [g.number, g.level, f"{g.diameter:.4f}", "yes" if keep else "no",
+                 g.reason if keep else "", m.object_id, m.path or "", f"{m.distance:.4f}",
+                 m.width or "", m.height or "", "" if m.bytes is None else m.bytes]
+            )  # fmt: skip
 
 
 def _print_matches(  # type: ignore[no-untyped-def]

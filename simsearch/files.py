@@ -50,3 +50,17 @@ def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object]) -> Non
             handle.write(data)
         else:
             data(handle)
+
+
+def resolve(stored: str, roots: list[Path]) -> Path | None:
+    """A stored path as a file: absolute as it is, relative under the first root that has it."""
+    candidate = Path(stored)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    for root in roots:
+        # resolve() follows '..' and links; the file must still be inside the root.
+        base = root.resolve()
+        found = (base / candidate).resolve()
+        if found.is_relative_to(base) and found.is_file():
+            return found
+    return None

@@ -21,8 +21,8 @@ from . import embedded
 from .feature_sets import Connection
 
 # The newest migration this code knows; tests hold it equal to Alembic's head.
-SCHEMA_REVISION = "0006"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+SCHEMA_REVISION = "0007"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 _MIGRATION_LOCK = 7_411_001  # pg_advisory_lock key: one schema upgrade at a time
 
 

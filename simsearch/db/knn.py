@@ -129,3 +129,55 @@ def stored_vector(conn: Connection, fs: FeatureSet, object_id: str) -> np.ndarra
         prepare=True,
     ).fetchone()
     return None if row is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
+
+
+def neighbours_of(
+    conn: Connection,
+    fs: FeatureSet,
+    object_ids: list[str],
+    k: int,
+    *,
+    exact: bool,
+    ef_search: int = config.EF_SEARCH,
+) -> list[tuple[str, str, float]]:
+    """The k nearest stored neighbours of each of several stored images, in one statement:
+    ``(query id, neighbour id, exact distance)`` rows, the image itself left out.
+
+    Many query vectors per round trip (``unnest`` + LATERAL): each query is the statement's
+    HNSW scan (or, ``exact``, an exact scan) on its stored vector, so that finding duplicates
+    asks the index once per image without sending vectors back and forth. Candidates are
+    re-ranked by exact float32 distance, as ``knn`` does. k + 1 rows are asked for because
+    the image itself comes back among its own neighbours.
+    """
+    order = (
+        sql.SQL("e.embedding <-> q.embedding")
+        if exact
+        else sql.SQL("e.embedding::halfvec({dim}) <-> q.embedding::halfvec({dim})").format(
+            dim=sql.Literal(fs.dimension)
+        )
+    )
+    statement = sql.SQL(
+        """SELECT q.object_id, c.object_id, c.distance FROM (
+             SELECT e.object_id, e.embedding FROM embeddings e
+             WHERE e.feature_set_id = {fs_id} AND e.object_id = ANY(%s)) AS q
+           CROSS JOIN LATERAL (
+             SELECT n.object_id, (n.embedding <-> q.embedding)::float8 AS distance FROM (
+               SELECT e.object_id, e.embedding FROM embeddings e
+               WHERE e.feature_set_id = {fs_id}
+               ORDER BY {order} LIMIT %s) AS n
+           ) AS c
+           WHERE c.object_id <> q.object_id"""
+    ).format(fs_id=sql.Literal(fs.id), order=order)
+    with conn.transaction():
+        conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true)",
+            [str(effective_ef_search(ef_search, k + 1))],
+        )
+        # Exact: no index may answer. Indexed: the planner would rather sort a small feature
+        # set than walk its graph per query; the graph is what scales, so it walks it always.
+        if exact:
+            conn.execute("SET LOCAL enable_indexscan = off")
+        else:
+            conn.execute("SET LOCAL enable_seqscan = off")
+        rows = conn.execute(statement, [object_ids, k + 1]).fetchall()
+    return [(q, n, float(d)) for q, n, d in rows]

@@ -2,7 +2,9 @@
 
 ``grouping`` is the pure core: candidate pairs in, groups without chaining out, and the copy to
 keep in each; ``phash`` is the perceptual hash that checks candidate pairs. Neither does SQL or
-file I/O; the database layer finds the candidate pairs and opens the files.
+file I/O. Around them: ``filefacts`` reads an image file once, ``finder`` runs the command
+(files, the batched candidate search through ``db.duplicates`` and ``db.knn``, grouping), and
+``moving`` moves copies away and back. Only the pure core is imported here.
 """
 
 from .grouping import (

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
@@ -35,6 +35,7 @@ from .client import FINGERPRINT_HEADER
 from .engine import Engine
 
 MAX_RESULTS = 1000
+MAX_DUPLICATE_GROUPS = 200  # groups per page of GET /duplicates
 WEB_DIR = Path(__file__).parent / "web"
 IMAGE_CACHE = "public, max-age=86400"
 
@@ -142,6 +143,34 @@ def create_app(
         ``simsearch_similar`` in SQL)."""
         fs, matches = engine.similar(object_id, options)
         return _answer(fs.name, engine.describe(matches))
+
+    @app.get("/duplicates")
+    def duplicates(
+        feature_set: str | None = None,
+        level: Literal["exact", "strict", "loose"] = "strict",
+        max_distance: float | None = Query(
+            None, description="instead of a level: every two members within this distance"
+        ),
+        page: int = Query(1, ge=1),
+        per_page: int = Query(20, ge=1, le=MAX_DUPLICATE_GROUPS),
+    ) -> dict[str, Any]:
+        """Groups of duplicate photos, as `simsearch duplicates --json`, a page at a time:
+        each with its level, diameter, the copy to keep and why, and every member.
+
+        Page 1 runs the (incremental) search and grouping; later pages page through the answer
+        page 1 gave, so that paging costs nothing."""
+        report = engine.duplicates(feature_set, level, max_distance, fresh=page == 1)
+        groups = report.groups[(page - 1) * per_page : page * per_page]
+        return {
+            "feature_set": report.feature_set,
+            "level": report.level,
+            "max_distance": max_distance,
+            "total_groups": len(report.groups),
+            "page": page,
+            "per_page": per_page,
+            "pages": max(1, -(-len(report.groups) // per_page)),
+            "groups": [g.to_json() for g in groups],
+        }
 
     @app.get("/images/{object_id:path}", response_class=FileResponse)
     def image(object_id: str) -> FileResponse:

@@ -31,6 +31,7 @@ from .. import config, search
 from ..db import connect, feature_sets, images
 from ..db.feature_sets import Connection, FeatureSet
 from ..errors import FeatureSetError, ImageError, ImageTooLarge, InputError, NotFound
+from ..files import resolve
 from ..model import Model
 from ..options import QueryOptions
 from ..preprocess import load_batch
@@ -50,6 +51,7 @@ class Engine:
         self._pool_size = pool_size
         self._pool: Any = None
         self._inference = threading.BoundedSemaphore(inference_slots or _default_slots())
+        self._duplicates: dict[tuple[str, str | None, float | None], Any] = {}  # last answers
 
     # --- life ----------------------------------------------------------------------------
 
@@ -162,6 +164,27 @@ class Engine:
         with self._inference, self.connection() as conn:
             return search.query_on(conn, paths, options)
 
+    def duplicates(
+        self,
+        feature_set: str | None,
+        level: str | None,
+        max_distance: float | None,
+        fresh: bool = True,
+    ) -> Any:
+        """``simsearch duplicates`` on a pooled connection (incremental: after the first run
+        only new images are searched); a ``duplicates.finder.Report``. ``fresh`` False reuses
+        the last answer for the same question, so that paging through it costs nothing."""
+        from ..duplicates import finder
+
+        fs = self.choose(feature_set)
+        key = (fs.name, level, max_distance)
+        if not fresh and key in self._duplicates:
+            return self._duplicates[key]
+        with self.connection() as conn:
+            report = finder.find_duplicates(fs.name, level, max_distance, conn=conn, workers=1)
+        self._duplicates[key] = report
+        return report
+
     # --- files ---------------------------------------------------------------------------
 
     def image_file(self, object_id: str) -> Path:
@@ -236,20 +259,6 @@ class Engine:
             vector: np.ndarray = chosen.run(batch)[0]
         clock.lap("embed")
         return vector
-
-
-def resolve(stored: str, roots: list[Path]) -> Path | None:
-    """A stored path as a file: absolute as it is, relative under the first root that has it."""
-    candidate = Path(stored)
-    if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
-    for root in roots:
-        # resolve() follows '..' and links; the file must still be inside the root.
-        base = root.resolve()
-        found = (base / candidate).resolve()
-        if found.is_relative_to(base) and found.is_file():
-            return found
-    return None
 
 
 class _Clock:
