@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip hnswlib and the exact scan")
     parser.add_argument("--cache", type=Path, default=DATA, help="where shards are cached")
     parser.add_argument("--model", type=Path, help="a fitted realistic model (bench.realistic)")
+    parser.add_argument(
+        "--keep-page-cache",
+        action="store_true",
+        help="cold figures after a server restart only (default: also drop the OS page cache)",
+    )
+    parser.add_argument(
+        "--add",
+        type=int,
+        default=10_000,
+        help="rows added to the indexed set afterwards (realistic data; 0 skips)",
+    )
     args = parser.parse_args(argv)
     os.environ["SIMSEARCH_HOME"] = str(args.home.resolve())
     os.environ.pop("SIMSEARCH_DATABASE_URL", None)
@@ -69,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ids, features = datagen.read_all(folder)
         truth = exact_top(features, queries, 10)
         curve = measure_curve(conn, fs, queries, ids, truth, 1, say)
+    measure_restart(args.home, queries, ids, truth, say, drop=not args.keep_page_cache)
     if not args.no_peer:
         # Same vectors, queries and truth; the database is idle by now.
         efs = sorted({point["ef_search"] for point in curve})
@@ -77,12 +89,115 @@ def main(argv: list[str] | None = None) -> int:
         print(peer.table(result))
         print()
         print(ratios(curve, build_s, result))
+    if args.add and args.data == "realistic":
+        ids, features = measure_addition(args, ids, features, queries, say)
     del features
     say(
         f"load {load['load_s']:.1f} s ({load['rows_per_s']:,.0f} rows/s), "
         f"RSS {load['rss_mib']:.0f} MiB"
     )
     return 0
+
+
+def measure_restart(
+    home: Path,
+    queries: np.ndarray,
+    ids: np.ndarray,
+    truth: list[list[int]],
+    say: Say,
+    drop: bool = True,
+) -> dict[str, float]:
+    """The first pass of queries after the server restarts with the OS page cache dropped
+    (when root may drop it): every index and heap page comes from disk."""
+    from simsearch import config
+    from simsearch.db import connect, embedded, feature_sets, knn
+
+    embedded.stop(home.resolve())
+    dropped = drop and _drop_page_cache()
+    times: list[float] = []
+    hits = 0
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, "bench")
+        assert fs is not None
+        for q, rows in zip(queries, truth, strict=True):
+            started = time.perf_counter()
+            found = knn.knn(conn, fs, q, 10)
+            times.append((time.perf_counter() - started) * 1000)
+            hits += len({str(ids[r]) for r in rows} & {m.object_id for m in found})
+    out = {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p95_ms": float(np.percentile(times, 95)),
+        "recall": hits / (10 * len(queries)),
+    }
+    say(
+        f"cold (server restarted{', page cache dropped' if dropped else ''}), ef_search "
+        f"{config.EF_SEARCH}: recall@10 {out['recall']:.4f}, p50 {out['p50_ms']:.2f} ms, "
+        f"p95 {out['p95_ms']:.2f} ms (first pass)"
+    )
+    return out
+
+
+def _drop_page_cache() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def measure_addition(
+    args: argparse.Namespace,
+    ids: np.ndarray,
+    features: np.ndarray,
+    queries: np.ndarray,
+    say: Say,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``args.add`` new rows (the next shards of the same generated collection) loaded into the
+    indexed feature set with `simsearch ingest`, timed; then recall at the default setting."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from simsearch import config
+    from simsearch.db import connect, feature_sets, knn
+
+    from . import realistic
+
+    fitted, _ = realistic.ensure_model(args.cache, args.model)
+    spec = realistic.Spec(args.rows + args.add)
+    generator = realistic.Generator(fitted, spec)
+    first = args.rows // spec.shard_rows
+    with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+        folder = Path(tmp)
+        for index in range(first, spec.shards):
+            datagen.write_shard(folder, index, *generator.shard(index))
+        more_ids, more = datagen.read_all(folder)
+        started = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "simsearch", "ingest", str(folder), "--feature-set", "bench"],
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"adding rows failed: {run.stderr.strip()}")
+    ids = np.concatenate([ids, more_ids])
+    features = np.concatenate([features, more])
+    truth = exact_top(features, queries, 10)
+    hits = 0
+    with connect.connect() as conn:
+        fs = feature_sets.feature_set(conn, "bench")
+        assert fs is not None and fs.indexed
+        for q, rows in zip(queries, truth, strict=True):
+            found = knn.knn(conn, fs, q, 10)
+            hits += len({str(ids[r]) for r in rows} & {m.object_id for m in found})
+    say(
+        f"added {len(more_ids):,} rows to the indexed set in {seconds:.1f} s "
+        f"({run.stdout.strip()}); recall@10 at ef_search {config.EF_SEARCH} afterwards: "
+        f"{hits / (10 * len(queries)):.4f}"
+    )
+    return ids, features
 
 
 def ratios(curve: list[dict[str, Any]], build_s: float, result: peer.PeerResult) -> str:

@@ -130,9 +130,12 @@ def test_bench_million_runs_on_the_realistic_set(
     command = [sys.executable, "-m", "bench.bench_million", "--data", "realistic"]
     command += ["--rows", "1500", "--queries", "5", "--model", str(tmp_path / "model.npz")]
     command += ["--cache", str(tmp_path / "data"), "--home", str(bench_home)]
+    command += ["--add", "500", "--keep-page-cache"]
     result = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "realistic" in result.stdout and "hnswlib" in result.stdout
     assert "recall@10 pgvector / hnswlib" in result.stdout
+    assert "cold (server restarted)" in result.stdout
+    assert "added 500 rows to the indexed set" in result.stdout
