@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..gallery import ImageRecord
-from .feature_sets import Connection, FeatureSet
+from .feature_sets import SEQUENTIAL, Connection, FeatureSet
 
 
 def upsert_images(conn: Connection, records: Sequence[ImageRecord]) -> tuple[int, int]:
@@ -103,6 +103,7 @@ def delete_objects(
     ids = list(dict.fromkeys(object_ids))
     report = DeleteReport()
     with conn.transaction():
+        conn.execute(SEQUENTIAL)  # the ledger (a reference table on Citus) changes too
         scope = sql.SQL("AND feature_set_id = {}").format(sql.Literal(fs.id)) if fs else sql.SQL("")
         row = conn.execute(
             sql.SQL(

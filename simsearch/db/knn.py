@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from .. import config
 from ..errors import FeatureSetError
 from ..results import Match
+from . import citus
 from .feature_sets import Connection, FeatureSet
 
 
@@ -53,17 +54,21 @@ def knn(
     """
     check_query(fs, query)
     ef = effective_ef_search(ef_search, n)
+    exact_scan = exact or not fs.indexed or n > config.EF_SEARCH_MAX
+    settings: dict[str, object] = {"hnsw.ef_search": ef}
+    if exact_scan and not (where or exclude is not None):
+        # No index may answer an exact query, whatever indexes a user has added; nor one
+        # asking for more rows than an HNSW scan can yield.
+        settings["enable_indexscan"] = "off"
     with conn.transaction():
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
+        # SET LOCAL, not set_config(): on Citus only SET LOCAL reaches the workers' shards.
+        conn.execute(citus.local_settings(settings))
         if where or exclude is not None:
             rows = conn.execute(
                 "SELECT object_id, distance FROM simsearch_knn(%s, %s, %s, %s, %s, %s)",
                 [fs.name, query, n, Jsonb(where or {}), exact, exclude],
             ).fetchall()
-        elif exact or not fs.indexed or n > config.EF_SEARCH_MAX:
-            # No index may answer an exact query, whatever indexes a user has added; nor one
-            # asking for more rows than an HNSW scan can yield.
-            conn.execute("SET LOCAL enable_indexscan = off")
+        elif exact_scan:
             rows = conn.execute(statement(fs, exact=True), [query, n], prepare=True).fetchall()
         else:
             pool = max(min(candidates, ef), n)
