@@ -12,6 +12,11 @@ scan) whatever the function asked for. ``simsearch_set_local`` issues the settin
 ``SET LOCAL`` statement, which on a plain PostgreSQL server does what ``set_config(..., true)``
 did (an unknown ``citus.*`` setting there is a harmless placeholder).
 
+With ``SET simsearch.explain = on`` the plan is not shown on Citus: EXPLAIN of a search with
+distributed subplans, in a transaction that already read a reference table on the coordinator,
+aborts the transaction. ``simsearch_explain`` says so in a notice instead (the strategy notice
+stays).
+
 The filtered path's sample size also read ``pg_class.reltuples`` of ``images``, which on a
 coordinator is an empty shell's (0): it then sampled every image on every query. The feature
 set's row count stands in when it is larger.
@@ -21,7 +26,8 @@ Only ``simsearch_knn`` changes (same signature, same answers). Independent of 00
 
 # ruff: noqa: E501  (SQL text reads better unwrapped)
 
-import re
+import importlib.util
+from pathlib import Path
 
 from alembic import op
 
@@ -41,6 +47,26 @@ BEGIN
     END IF;
     EXECUTE 'SET LOCAL citus.propagate_set_commands = ''local''';
     EXECUTE format('SET LOCAL %s = %L', name, value);
+END
+$fn$
+"""
+
+_EXPLAIN = r"""
+CREATE FUNCTION simsearch_explain(
+    stmt text, query vector, pool integer, k integer, conditions jsonb, exclude text
+) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $fn$
+-- simsearch.explain: the plan of a search statement as notices (not on Citus; see above).
+DECLARE
+    line text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE NOTICE 'simsearch: plan not shown on Citus (EXPLAIN would abort this transaction)';
+        RETURN;
+    END IF;
+    FOR line IN EXECUTE 'EXPLAIN ' || stmt USING query, pool, k, conditions, exclude LOOP
+        RAISE NOTICE '%', line;
+    END LOOP;
 END
 $fn$
 """
@@ -150,9 +176,7 @@ BEGIN
             dim, dim);
         IF explain THEN
             RAISE NOTICE 'simsearch: index scan, % rows estimated to match', coalesce(round(estimate)::text, 'all');
-            FOR line IN EXECUTE 'EXPLAIN ' || stmt USING query, pool, k, conditions, exclude LOOP
-                RAISE NOTICE '%', line;
-            END LOOP;
+            PERFORM simsearch_explain(stmt, query, pool, k, conditions, exclude);
         END IF;
         EXECUTE format('SELECT array_agg(object_id ORDER BY distance, object_id),
                                array_agg(distance ORDER BY distance, object_id) FROM (%s) AS t', stmt)
@@ -177,9 +201,7 @@ BEGIN
         fs_id, not_self, clause);
     IF explain THEN
         RAISE NOTICE 'simsearch: exact scan, % rows estimated to match', coalesce(round(estimate)::text, 'all');
-        FOR line IN EXECUTE 'EXPLAIN ' || stmt USING query, NULL::integer, k, conditions, exclude LOOP
-            RAISE NOTICE '%', line;
-        END LOOP;
+        PERFORM simsearch_explain(stmt, query, NULL::integer, k, conditions, exclude);
     END IF;
     RETURN QUERY EXECUTE stmt USING query, NULL::integer, k, conditions, exclude;
 END
@@ -189,16 +211,18 @@ $fn$
 
 def upgrade() -> None:
     op.execute(_SET_LOCAL)
+    op.execute(_EXPLAIN)
     op.execute(_KNN)
 
 
 def downgrade() -> None:
-    # 0002's settings calls back (set_config); the sample-size change is harmless either way.
-    previous = re.sub(
-        r"PERFORM simsearch_set_local\((.*?)\);",
-        r"PERFORM set_config(\1, true);",
-        _KNN,
-        flags=re.DOTALL,
+    # 0002's simsearch_knn, with set_config(); CREATE OR REPLACE keeps its dependants.
+    spec = importlib.util.spec_from_file_location(
+        "simsearch_migration_0002", Path(__file__).with_name("0002_sql_surface.py")
     )
-    op.execute(previous)
+    assert spec is not None and spec.loader is not None
+    previous = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(previous)
+    op.execute(previous._KNN.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute("DROP FUNCTION simsearch_explain(text, vector, integer, integer, jsonb, text)")
     op.execute("DROP FUNCTION simsearch_set_local(text, text)")
