@@ -17,6 +17,11 @@ distributed subplans, in a transaction that already read a reference table on th
 aborts the transaction. ``simsearch_explain`` says so in a notice instead (the strategy notice
 stays).
 
+The candidates' exact distances are computed in the index walk's own query, so that on Citus
+each shard returns ids and distances rather than its candidates' vectors (5 KB each at
+1280-d); the coordinator merges and re-ranks them (the Python statement in simsearch/db/knn.py
+has the same shape).
+
 The filtered path's sample size also read ``pg_class.reltuples`` of ``images``, which on a
 coordinator is an empty shell's (0): it then sampled every image on every query. The feature
 set's row count stands in when it is larger.
@@ -164,11 +169,10 @@ BEGIN
         -- (which guesses jsonb conditions at 0.1%) trade the index for a scan and a sort.
         stmt := format(
             'SELECT object_id, distance FROM (
-               SELECT c.object_id, (c.embedding <-> $1)::float8 AS distance FROM (
-                 SELECT e.object_id, e.embedding FROM embeddings e
-                 WHERE e.feature_set_id = %s %s %s
-                 ORDER BY e.embedding::halfvec(%s) <-> $1::halfvec(%s)
-                 LIMIT $2) AS c) AS r
+               SELECT e.object_id, (e.embedding <-> $1)::float8 AS distance FROM embeddings e
+               WHERE e.feature_set_id = %s %s %s
+               ORDER BY e.embedding::halfvec(%s) <-> $1::halfvec(%s)
+               LIMIT $2) AS c
              ORDER BY distance, object_id LIMIT $3',
             fs_id, not_self,
             CASE WHEN has_filter THEN format(

@@ -96,15 +96,16 @@ def statement(fs: FeatureSet, *, exact: bool) -> sql.Composed:
             """SELECT object_id, embedding <-> %s AS distance FROM embeddings
                WHERE feature_set_id = {fs_id} ORDER BY distance, object_id LIMIT %s"""
         ).format(fs_id=sql.Literal(fs.id))
+    # The exact distance is computed beside the index walk, for the rows the LIMIT lets
+    # through: on Citus each shard then returns ids and distances, not its candidates'
+    # vectors (5 KB each at 1280-d), and the coordinator merges them.
     return sql.SQL(
         """SELECT object_id, distance FROM (
-             SELECT object_id, embedding <-> %s AS distance FROM (
-               SELECT object_id, embedding FROM embeddings
-               WHERE feature_set_id = {fs_id}
-               ORDER BY embedding::halfvec({dim}) <-> %s::halfvec({dim})
-               LIMIT %s
-             ) AS candidates
-           ) AS ranked
+             SELECT object_id, embedding <-> %s AS distance FROM embeddings
+             WHERE feature_set_id = {fs_id}
+             ORDER BY embedding::halfvec({dim}) <-> %s::halfvec({dim})
+             LIMIT %s
+           ) AS candidates
            ORDER BY distance, object_id LIMIT %s"""
     ).format(fs_id=sql.Literal(fs.id), dim=sql.Literal(fs.dimension))
 
