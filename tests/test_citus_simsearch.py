@@ -334,3 +334,30 @@ def test_distribute_refuses_a_plain_server(cli, empty_db: None) -> None:
     assert result.err.startswith("error: expected a Citus coordinator, found PostgreSQL 18")
     assert "Traceback" not in result.err and len(result.err.splitlines()) == 1
     assert "engine: PostgreSQL 18" in cli("db", "status").out
+
+
+def test_index_a_folder_then_filter_by_its_columns(
+    cli, coordinator: CitusCluster, gallery: list[Path], origin_model: Path
+) -> None:
+    """`simsearch index` (upserts into the distributed images table, the image folder into
+    a reference table) and a `--where` on the columns it fills."""
+    folder = gallery[0].parent
+    result = cli("index", folder, "--model", origin_model, "--feature-set", "photos")
+    assert result.code == 0, result.err
+    assert f"added {len(gallery)} of {len(gallery)} images" in result.out
+    again = cli("index", folder, "--model", origin_model, "--feature-set", "photos")
+    assert f"added 0 of {len(gallery)} images" in again.out, again.out + again.err
+    wide = cli("query", gallery[3], "-n", "4", "--where", "width>=100")
+    exact = cli("query", gallery[3], "-n", "4", "--where", "width>=100", "--exact")
+    assert wide.code == 0 and len(wide.lines) == 4, wide.err
+    same_answer(parse(wide.lines), parse(exact.lines))
+    with psycopg.connect(coordinator.url) as conn:
+        widths = dict(
+            conn.execute(
+                "SELECT object_id, width FROM images WHERE object_id = ANY(%s)",
+                ([line.split()[0] for line in wide.lines],),
+            ).fetchall()
+        )
+        roots = conn.execute("SELECT image_roots FROM feature_sets").fetchone()
+    assert len(widths) == 4 and min(widths.values()) >= 100
+    assert roots == ([str(folder.resolve())],)
