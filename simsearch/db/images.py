@@ -21,6 +21,9 @@ def upsert_images(conn: Connection, records: Sequence[ImageRecord]) -> tuple[int
     if not records:
         return 0, 0
     with conn.transaction():
+        # `simsearch index` writes the ledger (a reference table on Citus) in the same
+        # transaction, after this: one connection per node from the start.
+        conn.execute(SEQUENTIAL)
         flags = conn.execute(
             """INSERT INTO images AS i (object_id, path, bytes, width, height, meta)
                SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::int[], %s::int[],
