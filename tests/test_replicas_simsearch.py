@@ -164,3 +164,12 @@ def test_replicas_without_a_primary_url_start_no_embedded_server(  # type: ignor
         "primary's URL there (replicas copy an external server, not the embedded one)\n"
     )
     assert not (tmp_path / "home").exists()
+
+
+def test_a_resident_server_started_with_other_replicas_is_not_reused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from simsearch.server import process
+
+    monkeypatch.delenv("SIMSEARCH_REPLICA_URLS", raising=False)
+    plain = process.fingerprint()
+    monkeypatch.setenv("SIMSEARCH_REPLICA_URLS", DEAD)
+    assert process.fingerprint() != plain
