@@ -7,12 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, config
 from .errors import InputError, SimsearchError, one_line
 
+if TYPE_CHECKING:
+    from .db.citus import Topology
+
 _EPILOG = """environment:
   SIMSEARCH_DATABASE_URL  PostgreSQL URL of an external server (unset: the embedded one)
+  SIMSEARCH_REPLICA_URLS  comma-separated URLs of read replicas: searches go there first
   SIMSEARCH_HOME          where the embedded server and other state live
   SIMSEARCH_MODEL         ONNX model used when a command names none
   SIMSEARCH_NO_DAEMON     1: `query` always works in-process (as --no-daemon)"""
@@ -219,6 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     db_status.set_defaults(run=_db_status)
     db_url = db_commands.add_parser("url", help="print a connection URL for psql")
     db_url.set_defaults(run=_db_url)
+    db_distribute = db_commands.add_parser(
+        "distribute",
+        help="distribute the tables on a Citus coordinator (idempotent)",
+        description="On a Citus coordinator with worker nodes: make feature_sets and shards "
+        "reference tables and hash-distribute images and embeddings by object_id, co-located; "
+        "existing rows move to the workers. Does nothing when they already are distributed.",
+    )
+    db_distribute.add_argument(
+        "--shard-count",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="shards of images and embeddings (default: the server's citus.shard_count, 32)",
+    )
+    db_distribute.set_defaults(run=_db_distribute)
     db_upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
     db_upgrade.set_defaults(run=_db_upgrade)
     db_stop = db_commands.add_parser("stop", help="stop the embedded PostgreSQL server")
@@ -887,13 +907,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _db_status(args: argparse.Namespace) -> int:
-    from .db import connect, feature_sets
+    from .db import citus, connect, feature_sets
     from .progress import plural
 
     print(f"database: {connect.describe()}")
+    for replica in connect.describe_replicas():
+        print(f"read replica: {replica}")
     with connect.connect() as conn:
         version, vector = feature_sets.server_version(conn)
         print(f"server: PostgreSQL {version}, pgvector {vector}")
+        found = citus.topology(conn)
+        print(f"engine: {found.engine}")
+        if found.coordinator:
+            print(_citus_line(found))
         print(f"schema revision: {connect.schema_revision(conn)}")
         statuses = feature_sets.status(conn)
     if not statuses:
@@ -912,6 +938,29 @@ def _db_status(args: argparse.Namespace) -> int:
             f"feature set {fs.name}: {plural(st.rows, 'row')}, dimension {fs.dimension}, "
             f"{plural(st.shards, 'shard')}, model {fs.model or '(none recorded)'}, index {index}"
         )
+    return 0
+
+
+def _citus_line(found: Topology) -> str:
+    workers = ", ".join(found.workers) or "none"
+    if found.distributed:
+        layout = f"tables distributed, {found.shard_count} shards"
+    else:
+        layout = "tables not distributed (run `simsearch db distribute`)"
+    return f"citus workers: {len(found.workers)} ({workers}); {layout}"
+
+
+def _db_distribute(args: argparse.Namespace) -> int:
+    from .db import citus, connect
+
+    with connect.connect() as conn:
+        done = citus.distribute(conn, args.shard_count)
+        found = citus.topology(conn)
+    for line in done:
+        print(line)
+    if not done:
+        print("nothing to do: the tables are already distributed")
+    print(_citus_line(found))
     return 0
 
 

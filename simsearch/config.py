@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 DATABASE_URL_ENV = "SIMSEARCH_DATABASE_URL"
+REPLICA_URLS_ENV = "SIMSEARCH_REPLICA_URLS"
 HOME_ENV = "SIMSEARCH_HOME"
 MODEL_ENV = "SIMSEARCH_MODEL"
 NO_DAEMON_ENV = "SIMSEARCH_NO_DAEMON"
@@ -47,6 +48,13 @@ MAX_PIXELS = 50_000_000  # a 50-megapixel photo; larger uploads are refused (422
 def database_url() -> str | None:
     """The external server's URL, or None for the embedded server."""
     return os.environ.get(DATABASE_URL_ENV) or None
+
+
+def replica_urls() -> list[str]:
+    """Read replicas searches go to, in order of preference (SIMSEARCH_REPLICA_URLS,
+    comma-separated); empty when none are configured."""
+    text = os.environ.get(REPLICA_URLS_ENV, "")
+    return [url.strip() for url in text.split(",") if url.strip()]
 
 
 def home() -> Path:

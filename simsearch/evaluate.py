@@ -105,7 +105,7 @@ def evaluate(
     """
     if sample < 1 or k < 1:
         raise FeatureSetError(f"expected --sample and -k of at least 1, found {sample} and {k}")
-    with connect.connect() as conn:
+    with connect.connect(read_only=True) as conn:
         fs = feature_sets.resolve(conn, feature_set)
         rows = feature_sets.row_count(conn, fs)
         if rows == 0:

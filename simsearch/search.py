@@ -139,7 +139,7 @@ def query(
     images: Sequence[Path], options: QueryOptions | None = None, **fields: Any
 ) -> list[list[Match]]:
     """The nearest stored images for each query photo, nearest first."""
-    with connect.connect() as conn:
+    with connect.connect(read_only=True) as conn:
         return query_on(conn, images, options, **fields)
 
 
@@ -148,7 +148,7 @@ def query_vector(
 ) -> list[Match]:
     """The stored vectors nearest to ``vector``."""
     options = options_from(options, fields)
-    with connect.connect() as conn:
+    with connect.connect(read_only=True) as conn:
         fs = feature_sets.resolve(conn, options.feature_set)
         return search_vector(conn, fs, vector, options)
 
@@ -161,7 +161,7 @@ def query_many(
 ) -> list[tuple[str, list[Match]]]:
     """One result list per stored id, then per query photo, on one connection and model."""
     options = options_from(options, fields)
-    with connect.connect() as conn:
+    with connect.connect(read_only=True) as conn:
         fs = feature_sets.resolve(conn, options.feature_set)
         results = [(object_id, search_id(conn, fs, object_id, options)) for object_id in ids]
         if images:

@@ -211,8 +211,12 @@ def topology(prefix: str, bindir: Path) -> Iterator[tuple[Path, pwd.struct_passw
     user = _server_user()
     try:
         (folder / "pwfile").write_text(PASSWORD + "\n")
-        # host:port:database:user:password for every node on loopback.
-        (folder / "pgpass").write_text(f"127.0.0.1:*:*:{USER}:{PASSWORD}\n")
+        # host:port:database:user:password for every node on loopback. Citus reaches its own
+        # node as citus.local_hostname ('localhost') for some plans, e.g. simsearch_knn's
+        # filtered search.
+        (folder / "pgpass").write_text(
+            f"127.0.0.1:*:*:{USER}:{PASSWORD}\nlocalhost:*:*:{USER}:{PASSWORD}\n"
+        )
         (folder / "pgpass").chmod(0o600)  # libpq ignores a .pgpass others can read
         if user is not None:
             for path in (folder, folder / "pwfile", folder / "pgpass"):

@@ -81,3 +81,30 @@ def test_tiny_benchmark_runs_and_writes_its_report(tmp_path: Path, bench_home: P
     assert len(list(main.glob("*.features.npy"))) == 4
     # Peak RSS is the child's own, not the benchmark's (which holds every vector).
     assert "Peak RSS" in text
+
+
+def test_tiny_cluster_benchmark_runs(tmp_path: Path) -> None:
+    """bench/bench_cluster.py end to end on tiny data: one server with a standby, and Citus."""
+    import json
+
+    from clusters import citus_bindir
+
+    citus_bindir()  # skips (or fails under CI=true) without the Citus source
+    out = tmp_path / "cluster.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMSEARCH_")}
+    tiny = ["--rows", "600", "--dimension", "16", "--shard-rows", "300", "--queries", "5"]
+    where = ["--data", str(tmp_path / "data"), "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.bench_cluster", *tiny, "--shards", "2", "--ef", "40", *where],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for topology in ("one server", "citus", "replica"):
+        assert figures[topology]["curve"][0]["recall"] > 0.5, topology
+    assert set(figures["one server"]["standby_lag"]) == {"after_load_s", "after_build_s"}
+    assert "| ef_search 40: recall@10, p50 / p95 ms |" in result.stdout

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -21,8 +22,11 @@ from . import embedded
 from .feature_sets import Connection
 
 # The newest migration this code knows; tests hold it equal to Alembic's head.
-SCHEMA_REVISION = "0007"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+SCHEMA_REVISION = "0008"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+CONNECT_TIMEOUT = 10  # seconds
+# A replica that does not answer within this many seconds is skipped for the next server.
+REPLICA_TIMEOUT = 3
 _MIGRATION_LOCK = 7_411_001  # pg_advisory_lock key: one schema upgrade at a time
 
 
@@ -31,6 +35,10 @@ def conninfo() -> str:
     url = config.database_url()
     if url is None:
         return embedded.conninfo(config.home())
+    return _libpq_url(url)
+
+
+def _libpq_url(url: str) -> str:
     # SQLAlchemy-style URLs name a driver; libpq does not accept that.
     return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
 
@@ -49,17 +57,90 @@ def url() -> str:
 
 
 @contextmanager
-def connect(migrate: bool = True) -> Iterator[Connection]:
-    """An autocommit connection with pgvector registered and the schema current."""
-    try:
-        conn = psycopg.connect(conninfo(), connect_timeout=10, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot connect to {describe()}: {one_line(exc)}") from None
+def connect(migrate: bool = True, read_only: bool = False) -> Iterator[Connection]:
+    """An autocommit connection with pgvector registered and the schema current.
+
+    ``read_only``: a connection for searches. With SIMSEARCH_REPLICA_URLS set it goes to the
+    first replica that answers, then to the primary, and never migrates (a replica cannot be
+    written): it refuses a schema other than this code's instead. Without replicas it is the
+    ordinary connection.
+    """
+    replicas = read_only and bool(config.replica_urls())
+    if replicas:
+        conn: Connection = open_read()
+    else:
+        try:
+            conn = psycopg.connect(conninfo(), connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot connect to {describe()}: {one_line(exc)}") from None
     with conn:
-        if migrate:
+        if replicas:
+            check_current(conn)
+        elif migrate:
             ensure_schema(conn)
         configure(conn)
         yield conn
+
+
+def read_targets() -> list[tuple[str, str]]:
+    """(conninfo, description) of each server a search may use, in order: the replicas,
+    then the primary. Replicas need an external primary: the embedded server is never
+    started for them."""
+    replicas = config.replica_urls()
+    if not replicas:
+        return [(conninfo(), describe())]
+    if config.database_url() is None:
+        raise DatabaseError(
+            f"{config.REPLICA_URLS_ENV} is set but {config.DATABASE_URL_ENV} is not: expected "
+            "the primary's URL there (replicas copy an external server, not the embedded one)"
+        )
+    return [(_libpq_url(url), f"replica {redact(url)}") for url in replicas] + [
+        (conninfo(), f"primary {describe()}")
+    ]
+
+
+class ReadConnection(psycopg.Connection[Any]):
+    """A search connection to the first of ``read_targets`` that answers: a replica that is
+    down is skipped for the next one, then the primary. Also the server pool's connections."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> ReadConnection:
+        failures = []
+        kwargs.setdefault("connect_timeout", REPLICA_TIMEOUT)
+        for target, where in read_targets():
+            try:
+                return super().connect(target, **kwargs)
+            except psycopg.OperationalError as exc:
+                failures.append(f"{where}: {one_line(exc)}")
+        raise psycopg.OperationalError("no server answered a search: " + "; ".join(failures))
+
+
+def open_read() -> Connection:
+    """A ReadConnection, or a DatabaseError naming every server that failed."""
+    try:
+        return ReadConnection.connect(autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(one_line(exc)) from None
+
+
+def describe_replicas() -> list[str]:
+    """The configured read replicas, for messages: URLs without passwords."""
+    return [redact(url) for url in config.replica_urls()]
+
+
+def check_current(conn: Connection) -> None:
+    """A server searches may use without migrating it: its schema must be this code's (a
+    replica cannot be upgraded; its primary can, with `simsearch db upgrade`)."""
+    revision = schema_revision(conn)
+    if revision == SCHEMA_REVISION:
+        return
+    check_known(revision)
+    where = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
+    found = "no simsearch schema" if revision is None else f"schema revision {revision}"
+    raise DatabaseError(
+        f"the server at {where} has {found}, expected revision {SCHEMA_REVISION}; run "
+        "`simsearch db upgrade` against the primary and let the replicas catch up"
+    )
 
 
 def configure(conn: Connection) -> None:
@@ -84,6 +165,10 @@ def ensure_schema(conn: Connection) -> None:
         return
     check_known(revision)
     upgrade(conn)
+    # A Citus coordinator with workers: the fresh schema is distributed on first use.
+    from . import citus
+
+    citus.distribute_if_coordinator(conn)
 
 
 def check_known(revision: str | None) -> None:

@@ -15,6 +15,10 @@ from ..errors import FeatureSetError
 
 Connection = psycopg.Connection[Any]
 
+# On Citus, a transaction that writes a reference table (feature_sets, shards) and touches a
+# distributed table referring to it must use one connection per node (simsearch.db.citus).
+SEQUENTIAL = "SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
+
 
 @dataclass(frozen=True)
 class FeatureSet:
@@ -158,16 +162,32 @@ def analyze(conn: Connection) -> None:
 
 def status(conn: Connection) -> list[FeatureSetStatus]:
     result = []
+    # On Citus the coordinator's index is an empty shell; the shards' indexes hold the graph.
+    size = sql.SQL("citus_relation_size" if distributed(conn) else "pg_relation_size")
     for fs in feature_sets(conn):
         row = conn.execute(
-            """SELECT (SELECT count(*) FROM embeddings WHERE feature_set_id = %s),
-                      (SELECT count(*) FROM shards WHERE feature_set_id = %s),
-                      pg_relation_size(to_regclass(%s))""",
+            sql.SQL(
+                """SELECT (SELECT count(*) FROM embeddings WHERE feature_set_id = %s),
+                          (SELECT count(*) FROM shards WHERE feature_set_id = %s),
+                          {}(to_regclass(%s))"""
+            ).format(size),
             [fs.id, fs.id, fs.index_name],
         ).fetchone()
         assert row is not None
         result.append(FeatureSetStatus(fs, int(row[0]), int(row[1]), row[2]))
     return result
+
+
+def distributed(conn: Connection) -> bool:
+    """Whether ``embeddings`` is a Citus distributed table (see simsearch.db.citus)."""
+    row = conn.execute("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return False
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_dist_partition
+                          WHERE logicalrelid = to_regclass('embeddings') AND partmethod = 'h')"""
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def server_version(conn: Connection) -> tuple[str, str | None]:
@@ -182,6 +202,7 @@ def server_version(conn: Connection) -> tuple[str, str | None]:
 def drop(conn: Connection, fs: FeatureSet) -> int:
     """Delete a feature set, its ledger, its rows and its index; image rows stay. Rows deleted."""
     with conn.transaction():
+        conn.execute(SEQUENTIAL)
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(fs.index_name)))
         rows = row_count(conn, fs)
         conn.execute("DELETE FROM feature_sets WHERE id = %s", [fs.id])  # cascades
@@ -192,6 +213,7 @@ def empty_database(conn: Connection) -> None:
     """Remove every feature set, image, shard and HNSW index (tests and benchmarks, which run
     in a SIMSEARCH_HOME of their own)."""
     with conn.transaction():
+        conn.execute(SEQUENTIAL)
         names = conn.execute(
             "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%'"
         ).fetchall()

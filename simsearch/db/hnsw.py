@@ -16,8 +16,8 @@ from psycopg import sql
 from .. import config
 from ..errors import FeatureSetError
 from ..progress import Progress
-from . import projections
-from .feature_sets import Connection, FeatureSet, row_count
+from . import citus, projections
+from .feature_sets import SEQUENTIAL, Connection, FeatureSet, row_count
 
 _INDEX_LOCK = 7_411_003  # pg_advisory_xact_lock(key, feature_set_id): one index build at a time
 MAX_HALFVEC_DIMENSION = 4000  # pgvector's limit for indexing halfvec
@@ -57,12 +57,17 @@ def build(
             ).fetchone()
             if valid is not None and valid[0]:
                 return False
+        # On Citus each shard's graph is built by itself: size the memory for one shard; one
+        # connection per node, because the UPDATE below writes a reference table.
+        shards = citus.topology(conn).shard_count or 1
+        conn.execute(SEQUENTIAL)
         indexed_dimension = projection.dimension if projection else fs.dimension
-        memory = build_memory_mb(row_count(conn, fs), indexed_dimension, m)
+        memory = build_memory_mb(-(-row_count(conn, fs) // shards), indexed_dimension, m)
         conn.execute(
-            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(f"{memory}MB"))
+            citus.local_settings(
+                {"maintenance_work_mem": f"{memory}MB", "max_parallel_maintenance_workers": 2}
+            )
         )
-        conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
         conn.execute(
             sql.SQL(
@@ -108,6 +113,7 @@ def build_memory_mb(rows: int, dimension: int, m: int) -> int:
 
 def drop(conn: Connection, fs: FeatureSet) -> None:
     with conn.transaction():
+        conn.execute(SEQUENTIAL)
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(fs.index_name)))
         conn.execute("UPDATE feature_sets SET index_params = NULL WHERE id = %s", [fs.id])
 

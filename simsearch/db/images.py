@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..gallery import ImageRecord
-from .feature_sets import Connection, FeatureSet
+from .feature_sets import SEQUENTIAL, Connection, FeatureSet
 
 
 def upsert_images(conn: Connection, records: Sequence[ImageRecord]) -> tuple[int, int]:
@@ -21,6 +21,9 @@ def upsert_images(conn: Connection, records: Sequence[ImageRecord]) -> tuple[int
     if not records:
         return 0, 0
     with conn.transaction():
+        # `simsearch index` writes the ledger (a reference table on Citus) in the same
+        # transaction, after this: one connection per node from the start.
+        conn.execute(SEQUENTIAL)
         flags = conn.execute(
             """INSERT INTO images AS i (object_id, path, bytes, width, height, meta)
                SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::int[], %s::int[],
@@ -216,6 +219,7 @@ def delete_objects(
     ids = list(dict.fromkeys(object_ids))
     report = DeleteReport()
     with conn.transaction():
+        conn.execute(SEQUENTIAL)  # the ledger (a reference table on Citus) changes too
         scope = sql.SQL("AND feature_set_id = {}").format(sql.Literal(fs.id)) if fs else sql.SQL("")
         row = conn.execute(
             sql.SQL(

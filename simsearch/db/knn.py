@@ -4,7 +4,7 @@ Three shapes, one builder: an exact scan; the HNSW index on half-precision vecto
 candidates re-ranked by exact float32 distance; and, with a metadata filter or an image to leave
 out, the ``simsearch_knn`` SQL function of migration 0002 (its plpgsql holds the filtered
 strategy: a sampled estimate, an iterative index scan, an exact fallback), so that the CLI, the
-server and SQL users share one implementation. ``tests/test_knn_plans.py`` holds the Python
+server and SQL users share one implementation. tests/test_sql_surface.py holds the Python
 statement and the SQL function to the same plan shape and the same answers.
 """
 
@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from .. import config
 from ..errors import FeatureSetError
 from ..results import Match
-from . import projections
+from . import citus, projections
 from .feature_sets import Connection, FeatureSet
 
 
@@ -55,22 +55,22 @@ def knn(
     """
     check_query(fs, query)
     ef = effective_ef_search(ef_search, n)
+    exact_scan = exact or not fs.indexed or n > config.EF_SEARCH_MAX
+    # hnsw.ef_search for the statements below; simsearch.ef_search for simsearch_knn.
+    settings: dict[str, object] = {"hnsw.ef_search": ef, "simsearch.ef_search": ef}
+    if exact_scan and not (where or exclude is not None):
+        # No index may answer an exact query, whatever indexes a user has added; nor one
+        # asking for more rows than an HNSW scan can yield.
+        settings["enable_indexscan"] = "off"
     with conn.transaction():
-        # hnsw.ef_search for the statements below; simsearch.ef_search for simsearch_knn.
-        conn.execute(
-            """SELECT set_config('hnsw.ef_search', %s, true),
-                      set_config('simsearch.ef_search', %s, true)""",
-            [str(ef), str(ef)],
-        )
+        # SET LOCAL, not set_config(): on Citus only SET LOCAL reaches the workers' shards.
+        conn.execute(citus.local_settings(settings))
         if where or exclude is not None:
             rows = conn.execute(
                 "SELECT object_id, distance FROM simsearch_knn(%s, %s, %s, %s, %s, %s)",
                 [fs.name, query, n, Jsonb(where or {}), exact, exclude],
             ).fetchall()
-        elif exact or not fs.indexed or n > config.EF_SEARCH_MAX:
-            # No index may answer an exact query, whatever indexes a user has added; nor one
-            # asking for more rows than an HNSW scan can yield.
-            conn.execute("SET LOCAL enable_indexscan = off")
+        elif exact_scan:
             rows = conn.execute(statement(fs, exact=True), [query, n], prepare=True).fetchall()
         else:
             pool = max(min(candidates, ef), n)
@@ -100,15 +100,16 @@ def statement(fs: FeatureSet, *, exact: bool) -> sql.Composed:
             """SELECT object_id, embedding <-> %s AS distance FROM embeddings
                WHERE feature_set_id = {fs_id} ORDER BY distance, object_id LIMIT %s"""
         ).format(fs_id=sql.Literal(fs.id))
+    # The exact distance is computed beside the index walk, for the rows the LIMIT lets
+    # through: on Citus each shard then returns ids and distances, not its candidates'
+    # vectors (5 KB each at 1280-d), and the coordinator merges them.
     return sql.SQL(
         """SELECT object_id, distance FROM (
-             SELECT object_id, embedding <-> %s AS distance FROM (
-               SELECT object_id, embedding FROM embeddings
-               WHERE feature_set_id = {fs_id}
-               ORDER BY {column}::halfvec({dim}) <-> %s::halfvec({dim})
-               LIMIT %s
-             ) AS candidates
-           ) AS ranked
+             SELECT object_id, embedding <-> %s AS distance FROM embeddings
+             WHERE feature_set_id = {fs_id}
+             ORDER BY {column}::halfvec({dim}) <-> %s::halfvec({dim})
+             LIMIT %s
+           ) AS candidates
            ORDER BY distance, object_id LIMIT %s"""
     ).format(
         fs_id=sql.Literal(fs.id),

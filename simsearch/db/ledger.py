@@ -13,7 +13,7 @@ from psycopg import sql
 from ..errors import ShardError
 from ..shards import Shard
 from . import pgcopy
-from .feature_sets import Connection, FeatureSet
+from .feature_sets import SEQUENTIAL, Connection, FeatureSet
 
 _INGEST_LOCK = 7_411_002  # pg_advisory_xact_lock(key, feature_set_id): one loader per feature set
 
@@ -44,6 +44,9 @@ def load_shard(
         # A crash may lose the last shards committed, but with their ledger rows (same
         # transaction), so a re-run loads them again; not waiting for each WAL flush is safe.
         conn.execute("SET LOCAL synchronous_commit = off")
+        # On Citus: the ledger is a reference table the embeddings refer to; Citus allows
+        # writing both in one transaction over one connection per node only.
+        conn.execute(SEQUENTIAL)
         previous = conn.execute(
             "SELECT id, sha256 FROM shards WHERE feature_set_id = %s AND name = %s",
             [fs.id, shard.name],

@@ -59,21 +59,10 @@ class Engine:
         """Connect (migrating the schema if due), fill the pool, load and warm every model."""
         from psycopg_pool import ConnectionPool
 
-        with connect.connect() as conn:  # the same checks and upgrade as any command
+        # The same checks and upgrade as any search; with read replicas, only the checks.
+        with connect.connect(read_only=True) as conn:
             sets = feature_sets.feature_sets(conn)
-        self._pool = ConnectionPool(
-            # Asked anew for each new connection: after the embedded PostgreSQL restarts (on
-            # another port, perhaps) new connections reach it, and it is started if it is down.
-            connect.conninfo,
-            # A connection the restart broke is found out and replaced before a request uses it.
-            check=ConnectionPool.check_connection,
-            min_size=1,
-            max_size=self._pool_size,
-            kwargs={"autocommit": True},
-            configure=connect.configure,
-            open=True,
-            name="simsearch",
-        )
+        self._pool = ConnectionPool(**_pool_options(), max_size=self._pool_size)
         for fs in sets:
             with contextlib.suppress(InputError):  # a feature set whose model is gone still lists
                 search.model_for(fs, None, None).warm_up()
@@ -259,6 +248,29 @@ class Engine:
             vector: np.ndarray = chosen.run(batch)[0]
         clock.lap("embed")
         return vector
+
+
+def _pool_options() -> dict[str, Any]:
+    """The pool's connections: to the one server, or with read replicas configured, each to
+    the first replica that answers (then the primary), checked before use so that a replica
+    that went down is replaced by the next."""
+    from psycopg_pool import ConnectionPool
+
+    options: dict[str, Any] = {
+        "min_size": 1,
+        "kwargs": {"autocommit": True},
+        "configure": connect.configure,
+        "open": True,
+        "name": "simsearch",
+    }
+    if not config.replica_urls():
+        return {**options, "conninfo": connect.conninfo()}
+    return {
+        **options,
+        "conninfo": "",
+        "connection_class": connect.ReadConnection,
+        "check": ConnectionPool.check_connection,
+    }
 
 
 class _Clock:

@@ -66,9 +66,11 @@ def fingerprint() -> str:
     The code (simsearch's own files and migrations: a new version may read the schema
     differently or migrate it) and the default model named in the environment. Feature sets
     and their models are read from the database on every request, and model files are
-    checked for changes by the server, so neither needs to be here. Costs about a millisecond.
+    checked for changes by the server, so neither needs to be here. The read replicas too: a
+    server started with others searches elsewhere. Costs about a millisecond.
     """
-    digest = hashlib.sha256(f"{__version__}\0{config.model_path() or ''}".encode())
+    replicas = ",".join(config.replica_urls())
+    digest = hashlib.sha256(f"{__version__}\0{config.model_path() or ''}\0{replicas}".encode())
     package = Path(__file__).parent.parent
     # Editable installs put migrations beside the package; installed ones inside it.
     roots = [
