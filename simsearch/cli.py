@@ -581,10 +581,12 @@ def _drop(args: argparse.Namespace) -> int:
 
     with connect.connect() as conn:
         fs = feature_sets.resolve(conn, args.feature_set)
-        with conn.transaction():
-            rows = feature_sets.drop(conn, fs)
-            # Its folders' files, unless another feature set records the folder too.
-            images.forget_unrecorded_roots(conn)
+        rows = feature_sets.drop(conn, fs)
+        # Its folders' files, unless another feature set records the folder too. A transaction
+        # of its own: Citus refuses one that writes a distributed table and then the
+        # coordinator's image_files; a crash in between leaves rows that the next drop, or
+        # `index --prune`, forgets.
+        images.forget_unrecorded_roots(conn)
     print(f"dropped feature set {fs.name!r} ({plural(rows, 'row')}, its ledger and index)")
     return 0
 

@@ -117,6 +117,7 @@ def distribute(conn: Connection, shard_count: int | None = None) -> list[str]:
                         sql.Identifier(table), sql.Identifier(f"{table}_{column}_fkey")
                     )
                 )
+            done += _drop_keys_into_distributed(conn)
             done += _create_tables(conn, found.tables, shard_count)
             for foreign_key in FOREIGN_KEYS:
                 conn.execute(_add_foreign_key(*foreign_key))
@@ -151,6 +152,29 @@ def _create_tables(
     shards = row[0] if row else "?"
     done.append(f"images, embeddings: distributed by object_id, co-located, {shards} shards")
     return done
+
+
+def _drop_keys_into_distributed(conn: Connection) -> list[str]:
+    """Foreign keys from simsearch's other tables (image files, duplicate search state) to
+    images or embeddings: Citus allows none from a table that is not itself distributed, so
+    they go; those tables stay on the coordinator, and their rows of deleted images are
+    ignored (every reader joins them to the images that exist)."""
+    rows = conn.execute(
+        """SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c
+           WHERE c.contype = 'f'
+             AND c.confrelid IN ('images'::regclass, 'embeddings'::regclass)
+             AND c.conrelid NOT IN ('images'::regclass, 'embeddings'::regclass)
+           ORDER BY 1, 2"""
+    ).fetchall()
+    for table, name in rows:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(name)
+            )
+        )
+    return [
+        f"{table}: dropped foreign key {name} (kept on the coordinator)" for table, name in rows
+    ]
 
 
 def _add_foreign_key(table: str, column: str, target: str, target_column: str) -> sql.Composed:

@@ -139,10 +139,11 @@ def unheld(conn: Connection, fs: FeatureSet) -> list[str]:
 
 def forget_unrecorded_roots(conn: Connection) -> int:
     """Forget the files of folders no feature set records any more (after a drop): files gone."""
+    # The folders read first, then the delete by value: on Citus a write to the coordinator's
+    # image_files may not read the (reference) feature_sets table in the same statement.
+    recorded = image_roots(conn)
     rows = conn.execute(
-        """DELETE FROM image_files f WHERE NOT EXISTS (
-             SELECT 1 FROM feature_sets s WHERE f.root = ANY(s.image_roots))
-           RETURNING object_id"""
+        "DELETE FROM image_files WHERE NOT (root = ANY(%s)) RETURNING object_id", [recorded]
     ).fetchall()
     _repoint_paths(conn, list(dict.fromkeys(row[0] for row in rows)))
     return len(rows)
@@ -150,16 +151,31 @@ def forget_unrecorded_roots(conn: Connection) -> int:
 
 def _repoint_paths(conn: Connection, object_ids: list[str]) -> None:
     """images.path (one of an image's paths, kept for existing SQL) to a file still recorded,
-    where the one it held is no longer among them."""
-    if object_ids:
+    where the one it held is no longer among them.
+
+    Read first, then written by value: on Citus ``images`` is distributed and ``image_files``
+    stays on the coordinator, and an UPDATE may not join the two.
+    """
+    if not object_ids:
+        return
+    files: dict[str, list[str]] = {}
+    for object_id, path in conn.execute(
+        """SELECT object_id, path FROM image_files WHERE object_id = ANY(%s)
+           ORDER BY object_id, indexed_at DESC, root""",
+        [object_ids],
+    ).fetchall():
+        files.setdefault(object_id, []).append(path)
+    current = dict(
         conn.execute(
-            """UPDATE images i SET path = f.path
-               FROM (SELECT DISTINCT ON (object_id) object_id, path FROM image_files
-                     WHERE object_id = ANY(%s) ORDER BY object_id, indexed_at DESC, root) AS f
-               WHERE i.object_id = f.object_id AND NOT EXISTS (
-                 SELECT 1 FROM image_files g
-                 WHERE g.object_id = i.object_id AND g.path = i.path)""",
-            [object_ids],
+            "SELECT object_id, path FROM images WHERE object_id = ANY(%s)", [list(files)]
+        ).fetchall()
+    )
+    moved = {o: paths[0] for o, paths in files.items() if current.get(o) not in paths}
+    if moved:
+        conn.execute(
+            """UPDATE images i SET path = t.path FROM unnest(%s::text[], %s::text[]) AS t(o, path)
+               WHERE i.object_id = t.o""",
+            [list(moved), list(moved.values())],
         )
 
 

@@ -263,14 +263,14 @@ def _pool_options() -> dict[str, Any]:
         "open": True,
         "name": "simsearch",
     }
+    # A connection broken by a server restart is found out and replaced before a request
+    # uses it.
+    options["check"] = ConnectionPool.check_connection
     if not config.replica_urls():
-        return {**options, "conninfo": connect.conninfo()}
-    return {
-        **options,
-        "conninfo": "",
-        "connection_class": connect.ReadConnection,
-        "check": ConnectionPool.check_connection,
-    }
+        # Asked anew for each new connection: after the embedded PostgreSQL restarts (on
+        # another port, perhaps) new connections reach it, and it is started if it is down.
+        return {**options, "conninfo": connect.conninfo}
+    return {**options, "conninfo": "", "connection_class": connect.ReadConnection}
 
 
 class _Clock:
