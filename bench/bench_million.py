@@ -168,10 +168,14 @@ def measure_addition(
     spec = realistic.Spec(args.rows + args.add)
     generator = realistic.Generator(fitted, spec)
     first = args.rows // spec.shard_rows
+    stored_shards = -(-args.rows // spec.shard_rows)
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         folder = Path(tmp)
-        for index in range(first, spec.shards):
-            datagen.write_shard(folder, index, *generator.shard(index))
+        for number, index in enumerate(range(first, spec.shards)):
+            # The rows past the stored ones, as shards numbered after the stored shards.
+            shard_ids, shard_rows = generator.shard(index)
+            keep = slice(max(args.rows - index * spec.shard_rows, 0), None)
+            datagen.write_shard(folder, stored_shards + number, shard_ids[keep], shard_rows[keep])
         more_ids, more = datagen.read_all(folder)
         started = time.perf_counter()
         run = subprocess.run(
