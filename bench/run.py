@@ -276,10 +276,10 @@ def measure_curve(
     from simsearch.db import knn
 
     expected = [{str(ids[r]) for r in rows} for rows in truth]
-    for q in queries[:20]:  # warm the index and the prepared statements
-        knn.knn(conn, fs, q, 10)
     curve = []
     for ef, candidates in GRID:
+        for q in queries:  # warm: the pages this setting visits, and the prepared statements
+            knn.knn(conn, fs, q, 10, ef_search=ef, candidates=candidates)
         times: list[float] = []
         recalls: list[float] = []
         for _ in range(repeat):
