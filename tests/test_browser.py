@@ -12,15 +12,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import chromium
 import pytest
 from test_server import start_server, stop_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
 
-if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+if not chromium.available():
     pytest.skip(
         "Debian's chromium and chromium-driver are not installed (scripts/bootstrap.sh installs "
         "them when run as root)",
@@ -28,7 +27,6 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     )
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -74,21 +72,8 @@ def page_url(
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[object]:
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never fetch a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium.headless_driver(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _first_result(driver: object) -> str | None:
