@@ -46,7 +46,7 @@ def ingest_process(folder: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_queries_during_ingest_see_whole_shards(cli, empty_db, tmp_path):
-    from simsearch.search import query_vector
+    from simsearch.db import feature_sets, knn
 
     folder, centres = clustered_dir(tmp_path / "live")
     first = tmp_path / "first" / "live"
@@ -55,22 +55,27 @@ def test_queries_during_ingest_see_whole_shards(cli, empty_db, tmp_path):
         shutil.copy(path, first / path.name)
     assert cli("ingest", first, "--no-index").code == 0  # the feature set exists before the race
 
-    proc = ingest_process(folder, "--no-index")
-    seen: set[int] = set()  # how many shards were visible at once, over the run
-    queries = 0
-    while True:
-        running = proc.poll() is None
-        visible = 0
-        for shard, centre in enumerate(centres):
-            matches = query_vector(centre, n=ROWS + 1, feature_set="live", exact=True)
-            near = sum(m.distance < 0.1 for m in matches)
-            assert near in (0, ROWS), f"shard {shard}: {near} of {ROWS} rows visible"
-            assert all(m.object_id.startswith(f"{shard}-") for m in matches[:near])
-            visible += near == ROWS
-            queries += 1
-        seen.add(visible)
-        if not running:
-            break
+    # One autocommit connection: every query sees what is committed at that moment, and a
+    # sweep over the shards takes milliseconds, not a connection per query, so sweeps fall
+    # inside the load however fast it runs.
+    with connect.connect() as conn:
+        fs = feature_sets.resolve(conn, "live")
+        proc = ingest_process(folder, "--no-index")
+        seen: set[int] = set()  # how many shards were visible at once, over the run
+        queries = 0
+        while True:
+            running = proc.poll() is None
+            visible = 0
+            for shard, centre in enumerate(centres):
+                matches = knn.knn(conn, fs, centre, ROWS + 1, exact=True)
+                near = sum(m.distance < 0.1 for m in matches)
+                assert near in (0, ROWS), f"shard {shard}: {near} of {ROWS} rows visible"
+                assert all(m.object_id.startswith(f"{shard}-") for m in matches[:near])
+                visible += near == ROWS
+                queries += 1
+            seen.add(visible)
+            if not running:
+                break
     _, err = proc.communicate()
     assert proc.returncode == 0, err
     assert max(seen) == SHARDS
